@@ -1,0 +1,9 @@
+"""Data: the task interface, synthetic task generators and corpus readers.
+
+Importing this package registers every task with `seqlab.registry.TASKS`.
+"""
+
+from seqlab.data import logic  # noqa: F401  (registers tasks)
+from seqlab.data.base import IGNORE, Batch, GeneratedTask, Task, TaskInfo
+
+__all__ = ["IGNORE", "Batch", "GeneratedTask", "Task", "TaskInfo"]

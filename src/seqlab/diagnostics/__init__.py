@@ -1,0 +1,1 @@
+"""Diagnostics: gradient flow, gradient health, attention maps, timing and memory profiles."""

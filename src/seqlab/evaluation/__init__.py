@@ -1,0 +1,1 @@
+"""Evaluation: BLEU/chrF (sacreBLEU), perplexity, accuracy, metrics by length bucket."""

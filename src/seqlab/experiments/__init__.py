@@ -1,0 +1,6 @@
+"""Experiments, one module per era; importing this package registers them all in `EXPERIMENTS`."""
+
+from seqlab.experiments import feedforward  # noqa: F401  (registers experiments)
+from seqlab.experiments.base import EXPERIMENTS, Context, Experiment, Outcome, experiment
+
+__all__ = ["EXPERIMENTS", "Context", "Experiment", "Outcome", "experiment"]

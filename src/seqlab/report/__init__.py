@@ -1,0 +1,1 @@
+"""The tour's outputs: results.json and a self-contained HTML report."""
