@@ -1,0 +1,72 @@
+"""The tour report in a real headless Chromium: loads cleanly, every picture renders, every link lands."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from seqlab.tour import run_tour
+
+pytestmark = pytest.mark.browser
+
+
+def _driver():
+    selenium = pytest.importorskip("selenium", reason="selenium is not installed: pip install -e '.[test]'")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.skip("chromium and chromedriver are not installed: run scripts/setup-test-browser.sh (Debian, root)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    assert selenium is not None
+    return webdriver.Chrome(service=Service(chromedriver), options=options)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tour")
+    run_tour("quick", out, only=["xor"], seed=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = _driver()
+    yield driver
+    driver.quit()
+
+
+def test_report_loads_without_console_errors_and_all_images_render(report: Path, browser) -> None:
+    browser.get((report / "index.html").as_uri())
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == []
+    images = browser.find_elements("css selector", "img")
+    assert images, "the report has no pictures"
+    widths = [browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) for img in images]
+    assert all(width and width > 0 for width in widths), widths
+
+
+def test_summary_has_one_row_per_experiment_and_links_land_on_sections(report: Path, browser) -> None:
+    results = json.loads((report / "results.json").read_text())
+    browser.get((report / "index.html").as_uri())
+    links = browser.find_elements("css selector", "#summary a")
+    assert len(browser.find_elements("css selector", "#summary tr")) - 1 == len(results["experiments"])
+    assert [link.text for link in links] == [e["name"] for e in results["experiments"]]
+    for index in range(len(links)):
+        link = browser.find_elements("css selector", "#summary a")[index]
+        target = link.get_attribute("href").split("#", 1)[1]
+        link.click()
+        assert browser.execute_script("return window.location.hash") == f"#{target}"
+        section = browser.find_element("id", target)
+        top, height = browser.execute_script(
+            "return [arguments[0].getBoundingClientRect().top, window.innerHeight]", section
+        )
+        assert 0 <= top < height, f"section {target} is not in view after its link (top={top})"
