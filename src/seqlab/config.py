@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
@@ -109,30 +110,91 @@ class RunConfig(BaseModel):
         return self.model_dump(mode="json")
 
 
-def _did_you_mean(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1)
+def _did_you_mean(word: str, options: list[str], parent: str) -> str:
+    """' Did you mean 'a.b'?' for the closest allowed key, else the list of allowed keys."""
+    prefix = f"{parent}." if parent else ""
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     if close:
-        return f" Did you mean '{close[0]}'?"
-    return f" Allowed keys: {', '.join(sorted(options))}." if options else ""
+        return f" Did you mean '{prefix}{close[0]}'?"
+    return f" Allowed keys{' in ' + repr(parent) if parent else ''}: {', '.join(sorted(options))}." if options else ""
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The types an annotation admits: `A | B | None` → [A, B] (None dropped)."""
+    if get_origin(annotation) in (Union, UnionType):
+        return [arg for arg in get_args(annotation) if arg is not type(None)]
+    return [annotation]
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    for member in _members(annotation):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            return member
+    return None
+
+
+def _element_type(annotation: Any, part: int | str) -> Any:
+    """The type of one item of a list, tuple or dict annotation (None when unknown)."""
+    for member in _members(annotation):
+        origin, args = get_origin(member), get_args(member)
+        if origin in (list, set, frozenset) and args:
+            return args[0]
+        if origin is tuple and args:
+            if len(args) == 2 and args[1] is Ellipsis:
+                return args[0]
+            return args[part] if isinstance(part, int) and part < len(args) else None
+        if origin is dict and len(args) == 2:
+            return args[1]
+    return None
+
+
+def _locate(loc: tuple[int | str, ...], root: type[BaseModel], prefix: str) -> tuple[str, str, type[BaseModel] | None]:
+    """Turn a pydantic error location into (key path, parent path, model holding the last key).
+
+    List items print as ``hidden_sizes[1]``; the branch tags pydantic adds inside unions are dropped.
+    """
+    path, parent_path = prefix, prefix
+    current: Any = root
+    holder: type[BaseModel] | None = root
+    for part in loc:
+        model = _model_of(current)
+        parent_path, holder = path, model
+        if isinstance(part, int) or (model is None and _element_type(current, part) is not None):
+            path += f"[{part}]"
+            current = _element_type(current, part)
+        elif model is not None:
+            path = f"{path}.{part}" if path else str(part)
+            field = model.model_fields.get(str(part))
+            current = field.annotation if field is not None else None
+        elif len(_members(current)) > 1:  # a union branch tag such as 'int' or 'list[float]'
+            continue
+        else:
+            path = f"{path}.{part}" if path else str(part)
+            current = None
+    return path, parent_path, holder
 
 
 def _format_errors(error: ValidationError, model_cls: type[BaseModel], prefix: str) -> str:
-    lines = []
+    """One line per bad key: its full path, the value given, and what is allowed (or the closest known key)."""
+    problems: dict[str, list[str]] = {}
+    values: dict[str, str] = {}
     for err in error.errors():
-        loc = [str(part) for part in err["loc"]]
-        path = ".".join([prefix, *loc] if prefix else loc)
+        path, parent, holder = _locate(tuple(err["loc"]), model_cls, prefix)
         if err["type"] == "extra_forbidden":
-            parent = model_cls
-            for part in loc[:-1]:
-                field = parent.model_fields.get(part) if isinstance(parent, type) else None
-                annotation = getattr(field, "annotation", None)
-                parent = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-                if parent is None:
-                    break
-            options = list(parent.model_fields) if parent is not None else []
-            lines.append(f"unknown key '{path}'.{_did_you_mean(loc[-1], options)}")
+            key = path.rsplit(".", 1)[-1]
+            options = list(holder.model_fields) if holder is not None else []
+            problems.setdefault(path, []).append(f"unknown key '{path}'.{_did_you_mean(key, options, parent)}")
+        elif err["type"] == "missing":
+            problems.setdefault(path, []).append(f"'{path}' is required but missing.")
         else:
-            lines.append(f"'{path}' = {err.get('input')!r}: {err['msg']}.")
+            values[path] = repr(err.get("input"))
+            problems.setdefault(path, []).append(err["msg"])
+    lines = []
+    for path, messages in problems.items():
+        if path in values:
+            lines.append(f"'{path}' = {values[path]} is not allowed: {'; or '.join(dict.fromkeys(messages))}.")
+        else:
+            lines.extend(messages)
     return "\n".join(lines)
 
 
@@ -142,7 +204,9 @@ def validate_spec(raw: Any, kind: str, registry: dict[str, type[Spec]]) -> Spec:
         raise ConfigError(f"'{kind}' must be a mapping with a 'name' key; one of: {', '.join(sorted(registry))}.")
     name = raw["name"]
     if name not in registry:
-        raise ConfigError(f"'{kind}.name' = {name!r} is not a known {kind}.{_did_you_mean(str(name), list(registry))}")
+        close = difflib.get_close_matches(str(name), list(registry), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else f" Known {kind}s: {', '.join(sorted(registry))}."
+        raise ConfigError(f"'{kind}.name' = {name!r} is not a known {kind}.{hint}")
     spec_cls = registry[name]
     try:
         return spec_cls.model_validate(raw)
@@ -160,12 +224,21 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
     if missing:
         raise ConfigError(f"the config has no {' or '.join(repr(m) for m in missing)} section.")
     data = dict(data)
-    task = validate_spec(data.pop("task"), "task", TASKS.specs())
-    model = validate_spec(data.pop("model"), "model", MODELS.specs())
+    problems: list[str] = []
+    specs: dict[str, Spec] = {}
+    for kind, registry in (("task", TASKS.specs()), ("model", MODELS.specs())):
+        try:
+            specs[kind] = validate_spec(data.pop(kind), kind, registry)
+        except ConfigError as err:
+            problems.append(str(err))
+            specs[kind] = Spec(name=kind)  # a stand-in, so the rest of the config is still checked
     try:
-        return RunConfig.model_validate({**data, "task": task, "model": model})
+        config = RunConfig.model_validate({**data, **specs})
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, RunConfig, "")) from None
+        problems.append(_format_errors(err, RunConfig, ""))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return config
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -210,5 +283,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Load a YAML run config, apply ``--set`` overrides, and validate it."""
-    return config_from_dict(apply_overrides(read_yaml(path), overrides or []))
+    """Load a YAML run config, apply ``--set`` overrides, and validate it (errors name the file)."""
+    data = apply_overrides(read_yaml(path), overrides or [])
+    try:
+        return config_from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"invalid config {str(path)!r}:\n{err}") from None

@@ -11,6 +11,11 @@ from torch import nn
 from seqlab.config import Spec
 from seqlab.data.base import TaskInfo
 from seqlab.models import feedforward  # noqa: F401  (registers models)
+from seqlab.models import recurrent  # noqa: F401  (registers models)
+from seqlab.models import transformer  # noqa: F401  (registers models)
+from seqlab.models import language  # noqa: F401  (registers models)
+from seqlab.models import convs2s  # noqa: F401  (registers models)
+from seqlab.models import seq2seq  # noqa: F401  (registers models)
 from seqlab.registry import MODELS
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -109,10 +109,21 @@ def read_meta(path: Path) -> dict[str, Any]:
 
 def load_weights(path: Path, model: nn.Module) -> None:
     """Load safetensors weights into `model`; a corrupt or mismatched file gets a clear error."""
+    file = Path(path) / WEIGHTS
     try:
-        missing, unexpected = load_model(model, str(Path(path) / WEIGHTS), strict=False)
+        with safe_open(str(file), framework="pt") as handle:
+            stored = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
     except (SafetensorError, OSError, RuntimeError) as err:
-        raise CheckpointError(f"{Path(path) / WEIGHTS} cannot be read as weights for this model: {err}") from None
+        raise CheckpointError(f"{file} cannot be read as weights: {err}") from None
+    wanted = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    wrong = [f"{key} {stored[key]} in the file, {wanted[key]} in the model"
+             for key in sorted(stored.keys() & wanted.keys()) if stored[key] != wanted[key]]
+    if wrong:
+        raise CheckpointError(f"{path} does not match the model built from its config: shapes differ ({'; '.join(wrong[:3])}).")
+    try:
+        missing, unexpected = load_model(model, str(file), strict=False)
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise CheckpointError(f"{file} cannot be read as weights for this model: {err}") from None
     if missing or unexpected:
         raise CheckpointError(
             f"{path} does not match the model built from its config: missing {sorted(missing)[:5]}, "
@@ -126,9 +137,29 @@ def load_training_state(path: Path) -> dict[str, Any]:
     if not file.is_file():
         raise CheckpointError(f"{path} has no {TRAINING}: it holds weights only and cannot resume training.")
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{file} is corrupt or not a seqlab training state: {err}") from None
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{file} is corrupt or not a seqlab training state ({first_line}).") from None
+    if not isinstance(state, dict) or not {"optimizer", "scheduler", "rng"} <= set(state):
+        raise CheckpointError(f"{file} is not a seqlab training state (no optimizer/scheduler/RNG entries).")
+    return state
+
+
+def recover_interrupted_saves(run_dir: Path) -> None:
+    """Tidy up after a save that was killed: drop half-written `.tmp-*` directories, and put back a
+    checkpoint that was moved aside (`.old-*`) if the kill came before its replacement was renamed in."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return
+    for tmp in folder.glob(".tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    for old in folder.glob(".old-*"):
+        name = old.name[len(".old-"):].rsplit("-", 1)[0]
+        if (folder / name).exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(old, folder / name)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

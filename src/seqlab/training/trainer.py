@@ -26,12 +26,14 @@ from torch import nn
 from tqdm import tqdm
 
 from seqlab.config import ConfigError, RunConfig
-from seqlab.data.base import Batch, Task
+from seqlab.data.base import IGNORE, Batch, Task
+from seqlab.data.stream import StreamTask
 from seqlab.models import build_model, count_parameters
 from seqlab.registry import TASKS
 from seqlab.training import checkpoint as ckpt
 from seqlab.training.objectives import finalize, loss_sum, metric_sums, target_count
 from seqlab.training.optim import build_optimizer, build_scheduler
+from seqlab.training.tbptt import detach_state, map_state, window
 
 
 class Callback:
@@ -61,6 +63,26 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the training loop may draw from, in a form `torch.load(weights_only=True)` accepts."""
+    _, key, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    key, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state(("MT19937", key.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def build_task(config: RunConfig) -> Task:
@@ -96,20 +118,36 @@ class Trainer:
         self.world_size, self.rank = self._init_distributed()
         seed_everything(config.seed)
         self.task = task if task is not None else build_task(config)
+        if self.train_cfg.batch_tokens is not None:
+            if not hasattr(self.task, "batch_tokens"):
+                raise ConfigError("train.batch_tokens applies to corpus tasks that batch by token count "
+                                  "(translation); set train.batch_size for this task instead.")
+            self.task.batch_tokens = self.train_cfg.batch_tokens
         self.kind = self.task.info.kind
-        self.device = torch.device(self.train_cfg.device)
+        self.device = self._pick_device()
+        parts = self.world_size * self.train_cfg.grad_accum
+        if self.train_cfg.batch_tokens is None and self.train_cfg.batch_size < parts:
+            raise ConfigError(
+                f"train.batch_size = {self.train_cfg.batch_size} cannot be split over {self.world_size} process(es) "
+                f"x {self.train_cfg.grad_accum} accumulation step(s); use a batch of at least {parts}."
+            )
         self.model = (model if model is not None else build_model(config.model, self.task.info)).to(self.device)
         self.module: nn.Module = self.model
         if self.world_size > 1:
-            self.module = nn.parallel.DistributedDataParallel(self.model)
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.module = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
         self.optimizer = build_optimizer(self.model, self.train_cfg)
         self.scheduler = build_scheduler(self.optimizer, self.train_cfg)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.callbacks = callbacks
         self.best: float | None = None
         self.bad_evals = 0
+        self.stopped_early = False
         self.train_seconds = 0.0
         self._writer: Any = None
+        self.stream_state: Any = None  # truncated BPTT: the detached state where the next window starts
+        if self.train_cfg.tbptt is not None:
+            self._check_tbptt()
 
     @staticmethod
     def _init_distributed() -> tuple[int, int]:
@@ -120,6 +158,14 @@ class Trainer:
             backend = "nccl" if torch.cuda.is_available() and os.environ.get("SEQLAB_BACKEND") != "gloo" else "gloo"
             dist.init_process_group(backend=backend)
         return dist.get_world_size(), dist.get_rank()
+
+    def _pick_device(self) -> torch.device:
+        """The configured device; under torchrun with CUDA, this process's own GPU (LOCAL_RANK)."""
+        device = torch.device(self.train_cfg.device)
+        if device.type == "cuda" and self.world_size > 1:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        return device
 
     @property
     def is_main(self) -> bool:
@@ -142,6 +188,8 @@ class Trainer:
 
     def train_step(self, step: int) -> dict[str, float]:
         """One optimiser update over the global batch of `step`; returns its logged figures."""
+        if self.train_cfg.tbptt is not None:
+            return self.tbptt_step(step)
         self.module.train()
         local = self._to_device(self._local_batch(step))
         micro_batches = split_batch(local, self.train_cfg.grad_accum)
@@ -156,6 +204,10 @@ class Trainer:
                 summed = loss_sum(self.kind, output, micro, self.train_cfg.label_smoothing)
                 (summed * self.world_size / count).backward()
             total += summed.detach()
+        return self._apply_update(step, total, count)
+
+    def _apply_update(self, step: int, total: torch.Tensor, count: torch.Tensor) -> dict[str, float]:
+        """Callbacks, clipping and the optimiser step once the gradients of `step` are complete."""
         logs: dict[str, float] = {}
         for callback in self.callbacks:
             logs.update(callback.on_after_backward(self, step))
@@ -168,6 +220,47 @@ class Trainer:
         logs["grad_norm"] = float(grad_norm)
         logs["targets"] = float(count)
         return logs
+
+    def _check_tbptt(self) -> None:
+        problems = []
+        if not isinstance(self.task, StreamTask):
+            problems.append(f"the task {self.config.task.name!r} serves no streams (use e.g. lm with format text)")
+        elif self.kind != "tokens":
+            problems.append(f"the task's kind is {self.kind!r}; truncated BPTT needs a loss at every step (tokens)")
+        if not hasattr(self.model, "forward_with_state"):
+            problems.append(f"the model {self.config.model.name!r} has no forward_with_state (use a recurrent model)")
+        if self.train_cfg.grad_accum != 1 or self.world_size != 1:
+            problems.append("it runs in one process without gradient accumulation")
+        if problems:
+            raise ConfigError("train.tbptt: " + "; ".join(problems) + ".")
+
+    def tbptt_step(self, step: int) -> dict[str, float]:
+        """One update of truncated BPTT (seed 004): k1 new stream steps, each loss's gradient reaching back
+        at most k2 steps, the state carried from update to update and detached (see `training.tbptt`)."""
+        assert self.train_cfg.tbptt is not None
+        self.module.train()
+        plan = window(step, self.train_cfg.tbptt.k1, self.train_cfg.tbptt.k2)
+        batch = self._to_device(self.task.stream_window(self.train_cfg.batch_size, plan.start, plan.stop))
+        targets = batch["targets"].clone()
+        targets[:, : plan.first_loss - plan.start] = IGNORE  # steps before the k1 new ones carry no loss
+        state = self.stream_state
+        carried = state if plan.carry_at == plan.start else None
+        outputs = []
+        self.optimizer.zero_grad(set_to_none=True)
+        for a, b in plan.segments():
+            if a in plan.detach_at:
+                state = detach_state(state)
+            piece = {"inputs": batch["inputs"][:, a - plan.start : b - plan.start]}
+            output, state = self.model.forward_with_state(piece, state)
+            outputs.append(output)
+            if b == plan.carry_at:
+                carried = detach_state(state)
+        self.stream_state = carried
+        window_batch = {"targets": targets}
+        count = torch.tensor(float(max(target_count(self.kind, window_batch), 1)), device=self.device)
+        summed = loss_sum(self.kind, torch.cat(outputs, dim=1), window_batch, self.train_cfg.label_smoothing)
+        (summed / count).backward()
+        return self._apply_update(step, summed.detach(), count)
 
     @torch.no_grad()
     def evaluate(self, split: str = "val") -> dict[str, float]:
@@ -213,10 +306,11 @@ class Trainer:
         return {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "python_rng": random.getstate(),
+            "rng": rng_state(),
             "best": self.best,
             "bad_evals": self.bad_evals,
+            "stopped_early": self.stopped_early,
+            "stream_state": self.stream_state,
         }
 
     def save(self, step: int, metrics: dict[str, float] | None = None, best: bool = False) -> None:
@@ -246,9 +340,10 @@ class Trainer:
         state = ckpt.load_training_state(latest)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        random.setstate(state["python_rng"])
+        set_rng_state(state["rng"])
         self.best, self.bad_evals = state["best"], state["bad_evals"]
+        self.stopped_early = bool(state.get("stopped_early", False))
+        self.stream_state = map_state(state.get("stream_state"), lambda tensor: tensor.to(self.device))
         self.train_seconds = float(meta.get("train_seconds", 0.0))
         return int(meta["step"])
 
@@ -260,19 +355,33 @@ class Trainer:
                 f"{self.out_dir} already holds checkpoints of a run: pass --resume to continue it, "
                 "or choose a new out_dir (--set out_dir=...)."
             )
+        if self.is_main:
+            ckpt.recover_interrupted_saves(self.out_dir)
         start = self._resume() if resume else 0
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
-            metrics_file = self.out_dir / "metrics.jsonl"
-            if metrics_file.exists():
-                kept = [line for line in metrics_file.read_text().splitlines() if json.loads(line)["step"] <= start]
-                metrics_file.write_text("".join(line + "\n" for line in kept))
+            self._truncate_metrics(start)
             if self.train_cfg.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=start + 1)
         return start
+
+    def _truncate_metrics(self, start: int) -> None:
+        """Keep only the records written before the checkpoint we resume from (none on a fresh start)."""
+        metrics_file = self.out_dir / "metrics.jsonl" if self.out_dir is not None else None
+        if metrics_file is None or not metrics_file.exists():
+            return
+        kept = []
+        for line in metrics_file.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+            if record["step"] < start or (record["step"] == start and not record.get("final")):
+                kept.append(line)
+        metrics_file.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.out_dir is None or not self.is_main:
@@ -282,17 +391,28 @@ class Trainer:
         if self._writer is not None:
             split = record["split"]
             for key, value in record.items():
-                if key not in ("step", "split") and isinstance(value, (int, float)):
+                if key not in ("step", "split") and isinstance(value, (int, float)) and not isinstance(value, bool):
                     self._writer.add_scalar(f"{split}/{key}", value, record["step"])
+
+    def _over_budget(self) -> bool:
+        """Whether train.time_budget_s is spent (every process agrees, so none waits for another)."""
+        budget = self.train_cfg.time_budget_s
+        if budget is None:
+            return False
+        spent = torch.tensor(float(self.train_seconds >= budget), device=self.device)
+        return bool(self._all_reduce(spent) > 0)
 
     def fit(self, resume: bool = False) -> TrainResult:
         """Train to `train.steps` (or early stop / time budget) and evaluate every split at the end."""
         cfg = self.train_cfg
         start = self._prepare_out_dir(resume) if self.out_dir is not None else 0
         result = TrainResult(model=self.model, steps=start, parameters=count_parameters(self.model))
-        bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and self.is_main), unit="step")
+        bar = tqdm(
+            total=cfg.steps, initial=start, disable=not (cfg.progress and self.is_main), unit="step", mininterval=0.5
+        )
         step = start
-        while step < cfg.steps:
+        over_budget = self._over_budget()
+        while step < cfg.steps and not self.stopped_early and not over_budget:
             began = time.perf_counter()
             logs = self.train_step(step)
             elapsed = time.perf_counter() - began
@@ -305,11 +425,10 @@ class Trainer:
             if step % cfg.log_every == 0 or step == cfg.steps:
                 self._log({"step": step, "split": "train", **logs})
             bar.update(1)
-            bar.set_postfix(loss=f"{logs['loss']:.4f}", tok_s=f"{logs['targets_per_s']:.0f}")
+            bar.set_postfix(loss=f"{logs['loss']:.4f}", targets_per_s=f"{logs['targets_per_s']:.0f}", refresh=False)
             if not math.isfinite(logs["loss"]):
                 bar.write(f"step {step}: loss is {logs['loss']}; stopping.")
                 break
-            stop = False
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
                 metrics = self.evaluate("val")
                 result.evals.append({"step": step, **metrics})
@@ -317,24 +436,22 @@ class Trainer:
                 improved = self._improved(metrics)
                 if self.out_dir is not None and self.is_main and improved and cfg.checkpoint.keep_best:
                     self.save(step, metrics, best=True)
-                stop = cfg.early_stopping is not None and self.bad_evals >= cfg.early_stopping.patience
-                result.stopped_early = stop
-            over_budget = cfg.time_budget_s is not None and self.train_seconds >= cfg.time_budget_s
+                self.stopped_early = cfg.early_stopping is not None and self.bad_evals >= cfg.early_stopping.patience
+            over_budget = self._over_budget()
             if self.out_dir is not None and self.is_main:
-                if (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or stop or over_budget:
+                if (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or self.stopped_early or over_budget:
                     self.save(step)
-            if stop or over_budget:
-                break
         bar.close()
+        result.stopped_early = self.stopped_early
         result.steps = step
         result.seconds = self.train_seconds
         for split in self.task.splits():
             result.final[split] = self.evaluate(split)
-            self._log({"step": step, "split": split, **result.final[split]})
+            self._log({"step": step, "split": split, "final": True, **result.final[split]})
         if self.out_dir is not None and self.is_main:
             if ckpt.latest_checkpoint(self.out_dir) is None or ckpt.latest_checkpoint(self.out_dir).name != f"step_{step:08d}":
                 self.save(step, result.final.get("val"))
-            if cfg.checkpoint.keep_best and self._improved(result.final["val"]):
+            if cfg.checkpoint.keep_best and "val" in result.final and self._improved(result.final["val"]):
                 self.save(step, result.final["val"], best=True)
             (self.out_dir / "final_metrics.json").write_text(json.dumps({"step": step, **result.final}, indent=1))
         if self._writer is not None:

@@ -1,0 +1,158 @@
+"""The built-in synthetic translation task (offline default): a small English-like source language and a
+target language whose grammar reorders words, with the gold word alignment known.
+
+Source (subject–verb–object, adjective before noun)::
+
+    the old king sees a red bird and the child sleeps
+
+Target (every word has its own translation; adjective after noun; verb at the end of each clause)::
+
+    ka nemo raku vidi mi pirra ulo ta lisu ka pelo dormu
+    the king  old  a  bird  red  sees and the child sleeps
+
+A clause is ``D [A] N V_intr`` or ``D [A] N V_tr D [A] N``; clauses are joined by a conjunction until the
+sentence has the drawn length (uniform in [min_len, max_len] words). The word-for-word mapping makes the
+gold alignment a permutation; batches carry it as ``alignment`` (batch, tgt): for target position j the
+source position of its word (the final <eos> aligns to the source's <eos>), IGNORE at padding.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from seqlab.config import Spec
+from seqlab.data.base import IGNORE, Batch, GeneratedTask, TaskInfo
+from seqlab.data.batching import collate
+from seqlab.data.parallel import translation_state
+from seqlab.data.tokenizers import Codec, WordTokenizer
+from seqlab.data.vocab import Vocab
+from seqlab.registry import TASKS
+
+#: source word → target word, by part of speech
+DETERMINERS = {"the": "ka", "a": "mi", "every": "sor", "this": "tu"}
+ADJECTIVES = {
+    "red": "pirra", "big": "gromo", "small": "pika", "old": "raku", "young": "junni",
+    "happy": "felo", "green": "verda", "quiet": "silo", "fast": "rapa", "tall": "alto",
+}
+NOUNS = {
+    "cat": "gato", "dog": "hundo", "bird": "ulo", "man": "viro", "woman": "ina", "child": "pelo",
+    "horse": "ceva", "fish": "pisko", "teacher": "doka", "farmer": "agro", "king": "nemo", "baker": "pana",
+    "river": "rivo", "house": "domo", "tree": "arbo", "car": "auto",
+}
+TRANSITIVE = {
+    "sees": "vidi", "likes": "amu", "follows": "sekvi", "helps": "helpu",
+    "paints": "pentri", "finds": "trovi", "carries": "portu", "watches": "rigardu",
+}
+INTRANSITIVE = {"sleeps": "dormu", "runs": "kuru", "sings": "kantu", "waits": "atendu", "laughs": "ridu", "swims": "naxu"}
+CONJUNCTIONS = {"and": "ta", "but": "sed", "while": "dum"}
+LEXICON = {**DETERMINERS, **ADJECTIVES, **NOUNS, **TRANSITIVE, **INTRANSITIVE, **CONJUNCTIONS}
+
+Word = tuple[str, int]  # (source word, its position in the source sentence)
+
+
+def _noun_phrase(rng: random.Random, adjective: bool) -> list[str]:
+    words = [rng.choice(list(DETERMINERS))]
+    if adjective:
+        words.append(rng.choice(list(ADJECTIVES)))
+    words.append(rng.choice(list(NOUNS)))
+    return words
+
+
+def _clause(rng: random.Random, length: int) -> tuple[list[str], list[int]]:
+    """A source clause of `length` words (3–7) and the order of its words in the target clause."""
+    if length <= 4:  # D [A] N V_intr
+        subject = _noun_phrase(rng, adjective=length == 4)
+        words = subject + [rng.choice(list(INTRANSITIVE))]
+        return words, _np_order(0, len(subject)) + [len(subject)]
+    object_size = rng.choice([size for size in (2, 3) if 2 <= length - 1 - size <= 3])
+    subject = _noun_phrase(rng, adjective=length - 1 - object_size == 3)
+    obj = _noun_phrase(rng, adjective=object_size == 3)
+    verb = len(subject)
+    words = subject + [rng.choice(list(TRANSITIVE))] + obj
+    return words, _np_order(0, len(subject)) + _np_order(verb + 1, len(obj)) + [verb]
+
+
+def _np_order(start: int, size: int) -> list[int]:
+    """Target order of a noun phrase at `start`: D N A for D A N (adjective after the noun)."""
+    return [start, start + 2, start + 1] if size == 3 else [start, start + 1]
+
+
+def _clause_lengths(rng: random.Random, total: int) -> list[int]:
+    """Clause lengths (3–7 words) that, with one conjunction between clauses, add up to `total` (≥ 3)."""
+    lengths, remaining = [], total
+    while True:
+        options = [k for k in range(3, 8) if k == remaining or remaining - k >= 4]
+        k = rng.choice(options)
+        lengths.append(k)
+        remaining -= k
+        if remaining == 0:
+            return lengths
+        remaining -= 1  # the conjunction
+
+
+def sentence_pair(rng: random.Random, length: int) -> tuple[list[str], list[str], list[int]]:
+    """A source sentence of `length` words, its translation, and alignment[j] = source position of target word j."""
+    source: list[str] = []
+    order: list[int] = []
+    for index, clause_length in enumerate(_clause_lengths(rng, length)):
+        if index:
+            order.append(len(source))
+            source.append(rng.choice(list(CONJUNCTIONS)))
+        words, clause_order = _clause(rng, clause_length)
+        order.extend(len(source) + position for position in clause_order)
+        source.extend(words)
+    target = [LEXICON[source[position]] for position in order]
+    return source, target, order
+
+
+class SyntheticTranslationSpec(Spec):
+    name: Literal["synthetic_translation"] = "synthetic_translation"
+    min_len: int = Field(3, ge=3, description="fewest source words")
+    max_len: int = Field(50, ge=3, description="most source words")
+    eval_size: int = Field(512, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SyntheticTranslationSpec":
+        if self.max_len < self.min_len:
+            raise ValueError(f"max_len ({self.max_len}) must be at least min_len ({self.min_len})")
+        return self
+
+
+class SyntheticTranslationTask(GeneratedTask):
+    """Fresh sentence pairs every step; lengths uniform in [min_len, max_len]; batches carry the gold alignment."""
+
+    def __init__(self, spec: SyntheticTranslationSpec, seed: int) -> None:
+        super().__init__(seed, spec.eval_size)
+        self.spec = spec
+        self.source = Codec(WordTokenizer(), Vocab(LEXICON))
+        self.target = Codec(WordTokenizer(), Vocab(LEXICON.values()))
+        self.info = TaskInfo(
+            kind="seq2seq", output_dim=len(self.target.vocab), vocab_size=len(self.source.vocab),
+            extra={"src_lang": "synthetic-source", "tgt_lang": "synthetic-target"},
+        )
+
+    def pairs(self, n: int, rng: torch.Generator) -> list[tuple[list[str], list[str], list[int]]]:
+        """`n` sentence pairs with their alignments, drawn with `rng`."""
+        py_rng = random.Random(int(torch.randint(0, 2**62, (1,), generator=rng)))
+        return [sentence_pair(py_rng, py_rng.randint(self.spec.min_len, self.spec.max_len)) for _ in range(n)]
+
+    def generate(self, n: int, rng: torch.Generator) -> Batch:
+        pairs = self.pairs(n, rng)
+        batch = collate([self.source.vocab.encode(s) for s, _, _ in pairs], [self.target.vocab.encode(t) for _, t, _ in pairs])
+        alignment = torch.full_like(batch["targets"], IGNORE)
+        for row, (source, _, order) in enumerate(pairs):
+            alignment[row, : len(order) + 1] = torch.tensor([*order, len(source)])
+        batch["alignment"] = alignment
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return translation_state(self.source, self.target, self.spec.max_len, "none")
+
+
+@TASKS.register("synthetic_translation", SyntheticTranslationSpec)
+def build_synthetic_translation(spec: SyntheticTranslationSpec, seed: int) -> SyntheticTranslationTask:
+    return SyntheticTranslationTask(spec, seed)

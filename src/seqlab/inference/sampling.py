@@ -1,0 +1,130 @@
+"""Sampling text from any language model that generates step by step.
+
+A language model exposes ``init_state(batch_size)`` and ``step(state, tokens (batch,)) -> (logits
+(batch, V), state)`` (the recurrent models, the bigram / MLP / WaveNet models and the Transformer LMs,
+whose state is the key/value cache or the fast weights). Each next token is drawn from
+
+    p_i ∝ exp(logit_i / T)        (temperature T; T = 0 takes the most probable token)
+
+restricted to the k most probable tokens (top-k; Fan et al. 2018) and/or to the smallest set whose
+probability reaches p (top-p, nucleus sampling; Holtzman et al. 2020), renormalised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from seqlab.config import config_from_dict
+from seqlab.data.base import TaskInfo
+from seqlab.data.vocab import Vocab
+from seqlab.errors import UserError
+
+
+def filter_logits(logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> Tensor:
+    """logits (batch, V) → logits / T with every token outside the top-k and the top-p nucleus set to −∞."""
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above each one
+        drop_sorted = before >= top_p  # the most probable token always stays (before = 0)
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def next_token(
+    logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Draw one token per row (batch,); temperature 0 is greedy."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = filter_logits(logits, temperature, top_k, top_p).softmax(dim=-1)
+    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(logits.device)
+
+
+@torch.no_grad()
+def sample(
+    model: nn.Module,
+    num: int,
+    max_len: int,
+    prompt: list[int] | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = Vocab.eos_id,
+    generator: torch.Generator | None = None,
+) -> list[list[int]]:
+    """`num` continuations of `prompt` (its ids, e.g. starting with <bos>), each at most `max_len` new
+    tokens, stopping at `eos_id` (not included). The prompt is fed one token at a time through `step`."""
+    if not prompt:
+        raise ValueError("sampling needs at least one prompt token (<bos> for line-per-sequence models)")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    state = model.init_state(num)
+    logits = None
+    for token in prompt:
+        logits, state = model.step(state, torch.full((num,), token, dtype=torch.long, device=device))
+    assert logits is not None
+    generated: list[list[int]] = [[] for _ in range(num)]
+    finished = torch.zeros(num, dtype=torch.bool)
+    for t in range(max_len):
+        tokens = next_token(logits, temperature, top_k, top_p, generator)
+        for row, token in enumerate(tokens.tolist()):
+            if not finished[row]:
+                if eos_id is not None and token == eos_id:
+                    finished[row] = True
+                else:
+                    generated[row].append(token)
+        if bool(finished.all()) or t == max_len - 1:
+            break
+        logits, state = model.step(state, tokens)
+    model.train(was_training)
+    return generated
+
+
+@dataclass
+class LanguageModelCheckpoint:
+    """A language model rebuilt from a checkpoint, with the vocabulary its task saved."""
+
+    model: nn.Module
+    vocab: Vocab
+    level: str
+    joiner: str
+    line_format: bool
+    meta: dict[str, Any]
+
+
+def load_language_model(path: str | Path) -> LanguageModelCheckpoint:
+    """Rebuild the model and vocabulary of an ``lm``-task checkpoint (no data file needed)."""
+    from seqlab.models import build_model
+    from seqlab.training.checkpoint import load_weights, resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(path)
+    meta = checkpoint.meta
+    task_state = meta.get("task_state", {})
+    if "vocab" not in task_state:
+        raise UserError(f"{checkpoint.path} is not a language-model checkpoint (its task saved no vocabulary); "
+                        "sample from a run of the lm task.")
+    config = config_from_dict(meta["config"])
+    vocab = Vocab.from_state(task_state["vocab"])
+    info = TaskInfo(kind="tokens", output_dim=len(vocab), vocab_size=len(vocab), pad_id=Vocab.pad_id)
+    model = build_model(config.model, info)
+    if not (hasattr(model, "init_state") and hasattr(model, "step")):
+        raise UserError(f"the {config.model.name} model cannot generate step by step.")
+    load_weights(checkpoint.path, model)
+    task = meta["config"]["task"]
+    return LanguageModelCheckpoint(
+        model=model.eval(), vocab=vocab, level=task_state.get("level", "char"), joiner=task_state.get("joiner", ""),
+        line_format=task.get("format") == "lines", meta=meta,
+    )

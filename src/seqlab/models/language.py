@@ -1,0 +1,175 @@
+"""The language-model ladder below the Transformer (seeds 000, 002, 004):
+
+- ``bigram``: p(x_{t+1} | x_t) from one V×V table of logits. Its maximum-likelihood solution is the
+  count model P(b | a) = N(a, b) / Σ_c N(a, c): `count_table` computes that directly, and gradient
+  training of the table converges to it;
+- ``mlp_lm``: Bengio et al. 2003, eq. 1: y = b + W x + U tanh(d + H x), x = [C(w_{t−n+1}); …; C(w_t)],
+  a fixed window of n previous tokens through shared embeddings C;
+- ``wavenet_lm``: dilated causal convolutions with gated activations, skips summed, then
+  ReLU → 1×1 → ReLU → 1×1 to logits (van den Oord et al. 2016, Fig. 4).
+
+(The Elman / LSTM / GRU rungs are the ``rnn`` model; the Transformer and linear-Transformer rungs
+are ``transformer_lm``.) Every model here generates with `init_state(batch_size)` and
+`step(state, tokens) -> (logits, state)`, the state a dict of batch-first tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from seqlab.config import ConfigError, Spec
+from seqlab.data.base import IGNORE, Batch, TaskInfo
+from seqlab.nn.convolution import WaveNetStack
+from seqlab.registry import MODELS
+
+State = dict[str, Tensor]
+
+
+def _require_tokens(info: TaskInfo, name: str) -> int:
+    if info.kind != "tokens" or info.vocab_size is None:
+        raise ConfigError(f"the {name} model is a language model: it needs a tokens task such as lm, not {info.kind!r}.")
+    return info.vocab_size
+
+
+# --- bigram --------------------------------------------------------------------------------------
+
+
+class BigramSpec(Spec):
+    name: Literal["bigram"] = "bigram"
+
+
+class BigramLM(nn.Module):
+    """logits(x_{t+1} | x_t = a) = L[a], a learned V×V table (softmax rows are the bigram probabilities)."""
+
+    def __init__(self, vocab_size: int, output_dim: int) -> None:
+        super().__init__()
+        self.L = nn.Parameter(torch.zeros(vocab_size, output_dim))
+
+    def forward(self, batch: Batch) -> Tensor:
+        return self.L[batch["inputs"]]
+
+    def init_state(self, batch_size: int) -> State:
+        return {}
+
+    def step(self, state: State, tokens: Tensor) -> tuple[Tensor, State]:
+        return self.L[tokens], state
+
+
+def count_table(batches: Iterable[Batch], vocab_size: int, smoothing: float = 1.0) -> Tensor:
+    """log P(b | a) = log (N(a, b) + α) / Σ_c (N(a, c) + α): the bigram count model with add-α smoothing."""
+    counts = torch.zeros(vocab_size, vocab_size, dtype=torch.float64)
+    for batch in batches:
+        valid = batch["targets"] != IGNORE
+        pairs = batch["inputs"][valid] * vocab_size + batch["targets"][valid]
+        counts += torch.bincount(pairs, minlength=vocab_size * vocab_size).view(vocab_size, vocab_size)
+    counts += smoothing
+    return (counts / counts.sum(dim=1, keepdim=True)).log().float()
+
+
+@MODELS.register("bigram", BigramSpec)
+def build_bigram(spec: BigramSpec, info: TaskInfo) -> nn.Module:
+    return BigramLM(_require_tokens(info, "bigram"), info.output_dim)
+
+
+# --- Bengio et al. 2003 MLP ----------------------------------------------------------------------
+
+
+class MLPLMSpec(Spec):
+    name: Literal["mlp_lm"] = "mlp_lm"
+    context: int = Field(3, ge=1, description="n − 1: previous tokens the model reads")
+    embedding_dim: int = Field(10, ge=1, description="m: size of the shared feature vectors C(w)")
+    hidden_size: int = Field(200, ge=1, description="h: tanh hidden units")
+    direct: bool = Field(False, description="the optional direct connections W x from embeddings to outputs")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class MLPLM(nn.Module):
+    """y = b + W x + U tanh(d + H x) with x the concatenated embeddings of the last n − 1 tokens (eq. 1)."""
+
+    def __init__(self, spec: MLPLMSpec, vocab_size: int, output_dim: int, pad_id: int) -> None:
+        super().__init__()
+        self.context, self.pad_id = spec.context, pad_id
+        self.C = nn.Embedding(vocab_size, spec.embedding_dim)
+        width = spec.context * spec.embedding_dim
+        self.H = nn.Linear(width, spec.hidden_size)  # H and d
+        self.U = nn.Linear(spec.hidden_size, output_dim)  # U and b
+        self.W = nn.Linear(width, output_dim, bias=False) if spec.direct else None
+        self.dropout = nn.Dropout(spec.dropout)
+
+    def predict(self, windows: Tensor) -> Tensor:
+        """windows (..., n − 1) token ids, oldest first → logits (..., V)."""
+        x = self.C(windows).flatten(-2)
+        y = self.U(self.dropout(torch.tanh(self.H(x))))
+        return y + self.W(x) if self.W is not None else y
+
+    def forward(self, batch: Batch) -> Tensor:
+        inputs = batch["inputs"]
+        padded = F.pad(inputs, (self.context - 1, 0), value=self.pad_id)
+        windows = padded.unfold(1, self.context, 1)  # (batch, time, n − 1): tokens t−n+2 … t
+        return self.predict(windows)
+
+    def init_state(self, batch_size: int) -> State:
+        return {"window": torch.full((batch_size, self.context), self.pad_id, dtype=torch.long, device=self.C.weight.device)}
+
+    def step(self, state: State, tokens: Tensor) -> tuple[Tensor, State]:
+        window = torch.cat([state["window"][:, 1:], tokens[:, None]], dim=1)
+        return self.predict(window), {"window": window}
+
+
+@MODELS.register("mlp_lm", MLPLMSpec)
+def build_mlp_lm(spec: MLPLMSpec, info: TaskInfo) -> nn.Module:
+    return MLPLM(spec, _require_tokens(info, "mlp_lm"), info.output_dim, info.pad_id)
+
+
+# --- WaveNet -------------------------------------------------------------------------------------
+
+
+class WaveNetLMSpec(Spec):
+    name: Literal["wavenet_lm"] = "wavenet_lm"
+    channels: int = Field(64, ge=1, description="residual channels (also the embedding size)")
+    skip_channels: int = Field(128, ge=1)
+    kernel_size: int = Field(2, ge=2)
+    layers: int = Field(6, ge=1, description="blocks per cycle, dilations 1, 2, …, 2^(layers−1)")
+    cycles: int = Field(1, ge=1, description="repetitions of the dilation cycle")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class WaveNetLM(nn.Module):
+    """Token embedding → dilated causal gated convolutions → Σ skips → ReLU, 1×1, ReLU, 1×1 → logits."""
+
+    def __init__(self, spec: WaveNetLMSpec, vocab_size: int, output_dim: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, spec.channels)
+        self.stack = WaveNetStack(spec.channels, spec.skip_channels, spec.kernel_size, spec.layers, spec.cycles)
+        self.post = nn.Conv1d(spec.skip_channels, spec.skip_channels, 1)
+        self.logits = nn.Conv1d(spec.skip_channels, output_dim, 1)
+        self.dropout = nn.Dropout(spec.dropout)
+
+    @property
+    def receptive_field(self) -> int:
+        return self.stack.receptive_field
+
+    def head(self, skips: Tensor) -> Tensor:
+        return self.logits(self.dropout(F.relu(self.post(F.relu(skips)))))
+
+    def forward(self, batch: Batch) -> Tensor:
+        x = self.embedding(batch["inputs"]).transpose(1, 2)  # (batch, channels, time)
+        return self.head(self.stack(x)).transpose(1, 2)  # (batch, time, vocab)
+
+    def init_state(self, batch_size: int) -> State:
+        return self.stack.empty_buffers(batch_size, self.embedding.weight)
+
+    def step(self, state: State, tokens: Tensor) -> tuple[Tensor, State]:
+        x_t = self.embedding(tokens)[:, :, None]  # (batch, channels, 1)
+        skips, state = self.stack.step(x_t, state)
+        return self.head(skips)[:, :, 0], state
+
+
+@MODELS.register("wavenet_lm", WaveNetLMSpec)
+def build_wavenet_lm(spec: WaveNetLMSpec, info: TaskInfo) -> nn.Module:
+    return WaveNetLM(spec, _require_tokens(info, "wavenet_lm"), info.output_dim)
