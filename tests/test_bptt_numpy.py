@@ -22,7 +22,8 @@ def _autograd(model: NumpyElmanRNN, xs: np.ndarray, targets: np.ndarray, h0: np.
         loss = loss + weights[t] * 0.5 * ((y - torch.from_numpy(targets[t])) ** 2).sum()
     grads = torch.autograd.grad(loss, [*p.values(), *h])
     names = list(p)
-    return float(loss.detach()), dict(zip(names, (g.numpy() for g in grads[: len(names)]))), np.stack([g.numpy() for g in grads[len(names) :]])
+    parameter_grads = {name: grad.numpy() for name, grad in zip(names, grads)}
+    return float(loss.detach()), parameter_grads, np.stack([grad.numpy() for grad in grads[len(names) :]])
 
 
 def _relative_error(a: np.ndarray, b: np.ndarray) -> float:

@@ -33,6 +33,7 @@ def test_causal_conv_is_the_dilated_sum_over_the_past() -> None:
         torch.testing.assert_close(y[0, :, t], expected)
 
 
+@torch.no_grad()
 def test_wavenet_receptive_field_and_causality() -> None:
     torch.manual_seed(1)
     stack = WaveNetStack(4, 6, kernel_size=2, layers=4).double()

@@ -90,7 +90,7 @@ def test_greedy_search_through_the_cache_equals_full_recomputation() -> None:
 
 def test_sampling_through_the_cache_equals_full_recomputation_greedy() -> None:
     model = _lm("softmax", True)
-    generated = sample(model, 2, 8, prompt=[BOS], temperature=0.0, eos_id=None)
+    generated = sample(model, 2, 8, prompt=[BOS], temperature=0.0, eos_id=None, banned=())
     sequence = torch.tensor([[BOS]])
     for _ in range(8):
         token = int(model({"inputs": sequence})[0, -1].argmax())

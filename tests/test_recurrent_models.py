@@ -10,6 +10,7 @@ from seqlab.config import ConfigError, RunConfig, Spec, TrainConfig, config_from
 from seqlab.data.base import Batch, GeneratedTask, TaskInfo
 from seqlab.models import build_model
 from seqlab.models.recurrent import RecurrentModel, RNNSpec
+from seqlab.nn.recurrent import State
 from seqlab.training import Trainer
 
 VOCAB, BATCH, STEPS = 13, 4, 9
@@ -23,14 +24,17 @@ def _model(info: TaskInfo, **fields) -> RecurrentModel:
     return model
 
 
+def _as_tuple(state: State) -> tuple[torch.Tensor, ...]:
+    return state if isinstance(state, tuple) else (state,)
+
+
 def _tokens(batch: int = BATCH, steps: int = STEPS) -> torch.Tensor:
     return torch.randint(0, VOCAB, (batch, steps))
 
 
 def test_spec_is_registered_and_validated() -> None:
-    config = config_from_dict(
-        {"task": {"name": "logic", "gate": "xor"}, "model": {"name": "rnn", "cell": "gru", "hidden_size": 16, "bidirectional": True}}
-    )
+    model = {"name": "rnn", "cell": "gru", "hidden_size": 16, "bidirectional": True}
+    config = config_from_dict({"task": {"name": "logic", "gate": "xor"}, "model": model})
     assert isinstance(config.model, RNNSpec) and config.model.cell == "gru"
     with pytest.raises(ConfigError, match="model.cell"):
         config_from_dict({"task": {"name": "logic", "gate": "xor"}, "model": {"name": "rnn", "cell": "transformer"}})
@@ -108,10 +112,11 @@ def test_carried_state_continues_a_stream(cell: str) -> None:
     pieces = []
     for start in range(0, 12, 5):
         logits, state = model.forward_with_state({"inputs": tokens[:, start : start + 5]}, state)
-        state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+        state = tuple(part.detach() for part in _as_tuple(state))
+        state = state if len(state) == 2 else state[0]
         pieces.append(logits)
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
-    for got, expected in zip(state if isinstance(state, tuple) else (state,), full_state if isinstance(full_state, tuple) else (full_state,)):
+    for got, expected in zip(_as_tuple(state), _as_tuple(full_state)):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -143,7 +148,7 @@ def test_trains_under_the_one_trainer() -> None:
         seed=0,
         task=Spec(name="first-symbol"),
         model=RNNSpec(cell="gru", hidden_size=16, embedding_dim=8),
-        train=TrainConfig(steps=80, batch_size=32, lr=0.02, progress=False, tensorboard=False),
+        train=TrainConfig(steps=80, batch_size=32, lr=0.02, progress=False, tensorboard=False, threads=1),
     )
     result = Trainer(config, task=FirstSymbolTask(seed=0, eval_size=256)).fit()
     assert result.final["val"]["accuracy"] > 0.9

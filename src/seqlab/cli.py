@@ -82,8 +82,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UserError("this model continues running text: give a non-empty --prompt.")
     generator = torch.Generator().manual_seed(args.seed)
     try:
+        eos = Vocab.eos_id if lm.line_format else None  # running text has no <eos>: it never ends
+        banned = (Vocab.pad_id, Vocab.bos_id) + (() if lm.line_format else (Vocab.eos_id,))
         samples = sample(lm.model, args.num, args.max_len, prompt, args.temperature, args.top_k, args.top_p,
-                         Vocab.eos_id if lm.line_format else None, generator)
+                         eos, generator, banned)
     except ValueError as err:
         raise UserError(f"cannot sample {args.max_len} tokens from this model: {err}.") from None
     for ids in samples:

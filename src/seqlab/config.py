@@ -288,4 +288,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     try:
         return config_from_dict(data)
     except ConfigError as err:
-        raise ConfigError(f"invalid config {str(path)!r}:\n{err}") from None
+        problems = str(err).splitlines()
+        if len(problems) == 1:
+            raise ConfigError(f"invalid config {str(path)!r}: {problems[0]}") from None
+        raise ConfigError(f"invalid config {str(path)!r}:\n" + "\n".join(f"  - {line}" for line in problems)) from None

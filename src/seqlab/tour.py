@@ -50,6 +50,7 @@ def run_experiment(exp: Experiment, mode: Mode, out_dir: Path, seed: int) -> dic
         "name": exp.name, "era": exp.era, "claim": exp.claim, "source": exp.source, "threshold": exp.threshold,
     }
     began = time.perf_counter()
+    threads = torch.get_num_threads()  # a run with train.threads set changes it for the whole process
     try:
         torch.manual_seed(seed)
         outcome = exp.run(ctx)
@@ -62,6 +63,8 @@ def run_experiment(exp: Experiment, mode: Mode, out_dir: Path, seed: int) -> dic
     except Exception as err:  # noqa: BLE001  (the tour records any failure and goes on)
         record.update(verdict="error", figures={}, images=[], setup="",
                       error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=6))
+    finally:
+        torch.set_num_threads(threads)
     record["seconds"] = round(time.perf_counter() - began, 2)
     return record
 

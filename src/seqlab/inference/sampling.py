@@ -63,9 +63,11 @@ def sample(
     top_p: float | None = None,
     eos_id: int | None = Vocab.eos_id,
     generator: torch.Generator | None = None,
+    banned: tuple[int, ...] = (Vocab.pad_id, Vocab.bos_id),
 ) -> list[list[int]]:
     """`num` continuations of `prompt` (its ids, e.g. starting with <bos>), each at most `max_len` new
-    tokens, stopping at `eos_id` (not included). The prompt is fed one token at a time through `step`."""
+    tokens, stopping at `eos_id` (not included), never drawing a `banned` id (symbols that are never a
+    next token, such as <pad> and <bos>). The prompt is fed one token at a time through `step`."""
     if not prompt:
         raise ValueError("sampling needs at least one prompt token (<bos> for line-per-sequence models)")
     was_training = model.training
@@ -79,6 +81,8 @@ def sample(
     generated: list[list[int]] = [[] for _ in range(num)]
     finished = torch.zeros(num, dtype=torch.bool)
     for t in range(max_len):
+        if banned:
+            logits = logits.index_fill(-1, torch.tensor(banned, device=logits.device), float("-inf"))
         tokens = next_token(logits, temperature, top_k, top_p, generator)
         for row, token in enumerate(tokens.tolist()):
             if not finished[row]:

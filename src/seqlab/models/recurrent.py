@@ -70,7 +70,7 @@ class RecurrentModel(nn.Module):
         elif info.input_dim is not None:
             input_size = info.input_dim
         else:
-            raise ConfigError("the rnn model needs a task with token inputs (vocab_size) or numeric inputs (input_dim).")
+            raise ConfigError("the rnn model needs a task with token inputs (vocab_size) or numeric ones (input_dim).")
         self.stack = RecurrentStack(
             spec.cell,
             input_size,

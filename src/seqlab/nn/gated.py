@@ -84,10 +84,10 @@ class GRUCell(RecurrentCell):
         if reset not in ("after", "before"):
             raise ValueError(f"reset must be 'after' or 'before', not {reset!r}")
         self.reset = reset
-        self.W_xz, self.W_hz, self.b_z = self._matrix(hidden_size, input_size), self._matrix(hidden_size, hidden_size), self._vector(hidden_size)
-        self.W_xr, self.W_hr, self.b_r = self._matrix(hidden_size, input_size), self._matrix(hidden_size, hidden_size), self._vector(hidden_size)
-        self.W_xh_tilde = self._matrix(hidden_size, input_size)
-        self.W_hh_tilde = self._matrix(hidden_size, hidden_size)
+        for gate in ("z", "r", "h_tilde"):
+            setattr(self, f"W_x{gate}", self._matrix(hidden_size, input_size))
+            setattr(self, f"W_h{gate}", self._matrix(hidden_size, hidden_size))
+        self.b_z, self.b_r = self._vector(hidden_size), self._vector(hidden_size)
         if reset == "after":
             self.b_xh_tilde, self.b_hh_tilde = self._vector(hidden_size), self._vector(hidden_size)
         else:
@@ -99,11 +99,11 @@ class GRUCell(RecurrentCell):
         z_t = torch.sigmoid(F.linear(h_prev, self.W_hz) + F.linear(x_t, self.W_xz, self.b_z))
         r_t = torch.sigmoid(F.linear(h_prev, self.W_hr) + F.linear(x_t, self.W_xr, self.b_r))
         if self.reset == "after":
-            h_tilde = torch.tanh(
-                F.linear(x_t, self.W_xh_tilde, self.b_xh_tilde) + r_t * F.linear(h_prev, self.W_hh_tilde, self.b_hh_tilde)
-            )
+            recurrent = F.linear(h_prev, self.W_hh_tilde, self.b_hh_tilde)
+            h_tilde = torch.tanh(F.linear(x_t, self.W_xh_tilde, self.b_xh_tilde) + r_t * recurrent)
         else:
-            h_tilde = torch.tanh(F.linear(r_t * h_prev, self.W_hh_tilde) + F.linear(x_t, self.W_xh_tilde, self.b_h_tilde))
+            recurrent = F.linear(r_t * h_prev, self.W_hh_tilde)
+            h_tilde = torch.tanh(recurrent + F.linear(x_t, self.W_xh_tilde, self.b_h_tilde))
         h_t = (1 - z_t) * h_prev + z_t * h_tilde
         return (h_t,)
 

@@ -13,7 +13,8 @@ nn.RNN / nn.LSTM / nn.GRU) on the very same parameters, mapped to torch's layout
 
 from __future__ import annotations
 
-from typing import Literal, Union
+import warnings
+from typing import Callable, Literal, Union
 
 import torch
 import torch.nn.functional as F
@@ -275,7 +276,8 @@ class RecurrentStack(nn.Module):
         return joined if self.state_size == 2 else joined[0]
 
     def forward(self, x: Tensor, lengths: Tensor | None = None, state: State | None = None) -> tuple[Tensor, State]:
-        if self.fast and self.fused_mode is not None:
+        # torch's packed sequences cannot hold an empty sequence; the step-by-step loop can
+        if self.fast and self.fused_mode is not None and (lengths is None or bool((lengths > 0).all())):
             return self._forward_fused(x, lengths, state)
         outputs, final, _ = self.forward_reference(x, lengths, state)
         return outputs, final
@@ -314,22 +316,32 @@ class RecurrentStack(nn.Module):
 
     def _forward_fused(self, x: Tensor, lengths: Tensor | None, state: State | None) -> tuple[Tensor, State]:
         """The same computation by torch's fused kernel, on this module's parameters."""
-        assert self.fused_mode is not None
-        kernel = FUSED_KERNELS[self.fused_mode]
-        batch_size, length, _ = x.shape
-        hx_list = list(self._checked_state(state, batch_size, x))
+        hx = list(self._checked_state(state, x.shape[0], x))
         weights = [weight for cell in self.cells for weight in cell.fused_weights()]
+        if not x.is_cuda:
+            return self._call_kernel(x, lengths, hx, weights)
+        with warnings.catch_warnings():
+            # cuDNN says at every call that these weights (mapped per call) are not one flat buffer and
+            # copies them into one: the price of a single set of named parameters for both paths.
+            warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
+            return self._call_kernel(x, lengths, hx, weights)
+
+    def _call_kernel(
+        self, x: Tensor, lengths: Tensor | None, hx: list[Tensor], weights: list[Tensor]
+    ) -> tuple[Tensor, State]:
+        assert self.fused_mode is not None
+        kernel: Callable[..., tuple[Tensor, ...]] = FUSED_KERNELS[self.fused_mode]
         options = (True, self.num_layers, self.dropout, self.training, self.bidirectional)
+        length = x.shape[1]
         if lengths is None or bool((lengths >= length).all()):
-            result = kernel(x, hx_list if self.state_size == 2 else hx_list[0], weights, *options, True)
+            result = kernel(x, hx if self.state_size == 2 else hx[0], weights, *options, True)
             output, final = result[0], list(result[1:])
         else:
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            sorted_hx = [h.index_select(1, packed.sorted_indices) for h in hx_list]
-            result = kernel(
-                packed.data, packed.batch_sizes, sorted_hx if self.state_size == 2 else sorted_hx[0], weights, *options
-            )
-            output_packed = PackedSequence(result[0], packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+            hx = [h.index_select(1, packed.sorted_indices) for h in hx]
+            result = kernel(packed.data, packed.batch_sizes, hx if self.state_size == 2 else hx[0], weights, *options)
+            sorting = (packed.sorted_indices, packed.unsorted_indices)
+            output_packed = PackedSequence(result[0], packed.batch_sizes, *sorting)
             output, _ = pad_packed_sequence(output_packed, batch_first=True, total_length=length)
             final = [h.index_select(1, packed.unsorted_indices) for h in result[1:]]
         return output, (final[0], final[1]) if self.state_size == 2 else final[0]
