@@ -11,6 +11,7 @@ is reported, with the ratios fast / torch.nn (target ≥ 0.95) and fast / refere
 
     python benchmarks/recurrent.py                       # batch 64, T = 50, input 256, hidden 512
     python benchmarks/recurrent.py --cells lstm --rounds 10
+    python benchmarks/recurrent.py --threads 1 --clock cpu     # on a machine shared with other jobs
 """
 
 from __future__ import annotations
@@ -41,14 +42,16 @@ def training_step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
-def seconds_per_step(step: Callable[[], None], device: torch.device) -> float:
+def seconds_per_step(step: Callable[[], None], device: torch.device, clock: str) -> float:
+    """Wall-clock seconds of one step, or CPU seconds of this process (robust on a shared machine)."""
+    read = time.process_time if clock == "cpu" else time.perf_counter
     if device.type == "cuda":
         torch.cuda.synchronize()
-    began = time.perf_counter()
+    began = read()
     step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - began
+    return read() - began
 
 
 def benchmark_cell(cell: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
@@ -67,7 +70,7 @@ def benchmark_cell(cell: str, args: argparse.Namespace, device: torch.device) ->
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.rounds):
         for name, step in steps.items():
-            times[name].append(seconds_per_step(step, device))
+            times[name].append(seconds_per_step(step, device, args.clock))
     tokens = args.batch * args.steps
     return {name: tokens / statistics.median(values) for name, values in times.items()}
 
@@ -84,6 +87,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall: elapsed time; cpu: this process's CPU time, robust when other jobs share the cores "
+        "(use with --threads 1, where it equals the elapsed time of an idle machine)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"# torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads; batch {args.batch}, "
         f"T {args.steps}, input {args.input}, hidden {args.hidden}, layers {args.layers}; "
-        f"training tokens/s (forward + backward), median of {args.rounds} rounds"
+        f"training tokens per {'CPU ' if args.clock == 'cpu' else ''}second (forward + backward), "
+        f"median of {args.rounds} interleaved rounds"
     )
     print(f"{'cell':<6} {'reference':>11} {'fast':>11} {'torch.nn':>11} {'fast/torch.nn':>14} {'fast/reference':>15}")
     for cell in args.cells:

@@ -6,6 +6,7 @@ Importing this package registers every task with `seqlab.registry.TASKS`.
 from seqlab.data import logic  # noqa: F401  (registers tasks)
 from seqlab.data import synthetic, text  # noqa: F401  (registers the recurrent era's tasks)
 from seqlab.data import parallel, translation_synthetic  # noqa: F401  (registers the translation tasks)
+from seqlab.data import senses  # noqa: F401  (registers the contextual-embeddings corpus)
 from seqlab.data.base import IGNORE, Batch, GeneratedTask, Task, TaskInfo
 
 __all__ = ["IGNORE", "Batch", "GeneratedTask", "Task", "TaskInfo"]

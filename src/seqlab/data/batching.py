@@ -25,16 +25,12 @@ def collate(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], 
     src = ids + <eos>, padded with <pad> = 0; tgt_in = <bos> + ids, padded with <pad>;
     targets = ids + <eos>, padded with IGNORE; `index` (the examples' positions in their split) is kept.
     """
-    size = len(sources)
     src_len = max(len(s) + 1 for s in sources)
     tgt_len = max(len(t) + 1 for t in targets)
-    src = torch.full((size, src_len), Vocab.pad_id, dtype=torch.long)
-    tgt_in = torch.full((size, tgt_len), Vocab.pad_id, dtype=torch.long)
-    gold = torch.full((size, tgt_len), IGNORE, dtype=torch.long)
-    for row, (source, target) in enumerate(zip(sources, targets)):
-        src[row, : len(source) + 1] = torch.tensor([*source, Vocab.eos_id], dtype=torch.long)
-        tgt_in[row, : len(target) + 1] = torch.tensor([Vocab.bos_id, *target], dtype=torch.long)
-        gold[row, : len(target) + 1] = torch.tensor([*target, Vocab.eos_id], dtype=torch.long)
+    pad, bos, eos = Vocab.pad_id, Vocab.bos_id, Vocab.eos_id
+    src = torch.tensor([[*s, eos] + [pad] * (src_len - len(s) - 1) for s in sources], dtype=torch.long)
+    tgt_in = torch.tensor([[bos, *t] + [pad] * (tgt_len - len(t) - 1) for t in targets], dtype=torch.long)
+    gold = torch.tensor([[*t, eos] + [IGNORE] * (tgt_len - len(t) - 1) for t in targets], dtype=torch.long)
     batch = {
         "src": src,
         "src_lengths": torch.tensor([len(s) + 1 for s in sources], dtype=torch.long),

@@ -7,8 +7,8 @@ Source (subject–verb–object, adjective before noun)::
 
 Target (every word has its own translation; adjective after noun; verb at the end of each clause)::
 
-    ka nemo raku vidi mi pirra ulo ta lisu ka pelo dormu
-    the king  old  a  bird  red  sees and the child sleeps
+    ka nemo raku mi ulo pirra vidi ta ka pelo dormu
+    the king old  a  bird red  sees and the child sleeps
 
 A clause is ``D [A] N V_intr`` or ``D [A] N V_tr D [A] N``; clauses are joined by a conjunction until the
 sentence has the drawn length (uniform in [min_len, max_len] words). The word-for-word mapping makes the
@@ -32,33 +32,49 @@ from seqlab.data.tokenizers import Codec, WordTokenizer
 from seqlab.data.vocab import Vocab
 from seqlab.registry import TASKS
 
-#: source word → target word, by part of speech
-DETERMINERS = {"the": "ka", "a": "mi", "every": "sor", "this": "tu"}
+#: source word → target word, by part of speech; content words are many, as in a real language, so that
+#: a word's identity is not cheaply copied into its neighbours' encoder states
+DETERMINERS = {
+    "the": "ka", "a": "mi", "every": "sor", "this": "tu", "that": "ne", "some": "po",
+    "no": "nul", "each": "eko", "my": "mo", "your": "vo", "his": "lo", "her": "la",
+}
 ADJECTIVES = {
-    "red": "pirra", "big": "gromo", "small": "pika", "old": "raku", "young": "junni",
-    "happy": "felo", "green": "verda", "quiet": "silo", "fast": "rapa", "tall": "alto",
+    "red": "pirra", "big": "gromo", "small": "pika", "old": "raku", "young": "junni", "happy": "felo",
+    "green": "verda", "quiet": "silo", "fast": "rapa", "tall": "alto", "sad": "trista", "brave": "kura",
+    "blue": "blua", "white": "bjanka", "black": "nigra", "clever": "saga", "lazy": "pigra", "kind": "bona",
+    "strange": "stranja", "tired": "laca",
 }
 NOUNS = {
     "cat": "gato", "dog": "hundo", "bird": "ulo", "man": "viro", "woman": "ina", "child": "pelo",
     "horse": "ceva", "fish": "pisko", "teacher": "doka", "farmer": "agro", "king": "nemo", "baker": "pana",
-    "river": "rivo", "house": "domo", "tree": "arbo", "car": "auto",
+    "river": "rivo", "house": "domo", "tree": "arbo", "car": "auto", "queen": "regina", "doctor": "medo",
+    "singer": "kanto", "sailor": "maro", "girl": "knabina", "boy": "knabo", "friend": "amiko", "cook": "kuko",
+    "soldier": "soldo", "student": "lerno", "painter": "pentro", "fox": "vulpo", "wolf": "lupo", "bear": "urso",
+    "mouse": "muso", "goat": "kapro", "cow": "bovo", "sheep": "ovo", "duck": "anaso", "frog": "rano",
+    "monkey": "simio", "lion": "leono", "tiger": "tigro", "rabbit": "kuniko",
 }
 TRANSITIVE = {
-    "sees": "vidi", "likes": "amu", "follows": "sekvi", "helps": "helpu",
-    "paints": "pentri", "finds": "trovi", "carries": "portu", "watches": "rigardu",
+    "sees": "vidi", "likes": "amu", "follows": "sekvi", "helps": "helpu", "paints": "pentri",
+    "finds": "trovi", "carries": "portu", "watches": "rigardu", "meets": "renkontu", "calls": "vokas",
+    "feeds": "nutru", "chases": "casu", "teaches": "instru", "greets": "salutu", "hears": "audu",
+    "loves": "karu", "pushes": "pusu", "pulls": "tiru", "visits": "vizitu", "thanks": "dankas",
 }
-INTRANSITIVE = {"sleeps": "dormu", "runs": "kuru", "sings": "kantu", "waits": "atendu", "laughs": "ridu", "swims": "naxu"}
-CONJUNCTIONS = {"and": "ta", "but": "sed", "while": "dum"}
+INTRANSITIVE = {
+    "sleeps": "dormu", "runs": "kuru", "sings": "kantu", "waits": "atendu", "laughs": "ridu", "swims": "naxu",
+    "dances": "dancu", "cries": "ploru", "jumps": "saltu", "walks": "iru", "falls": "falu", "smiles": "ridetu",
+}
+CONJUNCTIONS = {"and": "ta", "but": "sed", "while": "dum", "because": "kaux", "so": "do", "although": "kvankam"}
 LEXICON = {**DETERMINERS, **ADJECTIVES, **NOUNS, **TRANSITIVE, **INTRANSITIVE, **CONJUNCTIONS}
+D, A, N, V_TR, V_INTR, CONJ = (tuple(words) for words in (DETERMINERS, ADJECTIVES, NOUNS, TRANSITIVE, INTRANSITIVE, CONJUNCTIONS))
 
 Word = tuple[str, int]  # (source word, its position in the source sentence)
 
 
 def _noun_phrase(rng: random.Random, adjective: bool) -> list[str]:
-    words = [rng.choice(list(DETERMINERS))]
+    words = [rng.choice(D)]
     if adjective:
-        words.append(rng.choice(list(ADJECTIVES)))
-    words.append(rng.choice(list(NOUNS)))
+        words.append(rng.choice(A))
+    words.append(rng.choice(N))
     return words
 
 
@@ -66,13 +82,13 @@ def _clause(rng: random.Random, length: int) -> tuple[list[str], list[int]]:
     """A source clause of `length` words (3–7) and the order of its words in the target clause."""
     if length <= 4:  # D [A] N V_intr
         subject = _noun_phrase(rng, adjective=length == 4)
-        words = subject + [rng.choice(list(INTRANSITIVE))]
+        words = subject + [rng.choice(V_INTR)]
         return words, _np_order(0, len(subject)) + [len(subject)]
     object_size = rng.choice([size for size in (2, 3) if 2 <= length - 1 - size <= 3])
     subject = _noun_phrase(rng, adjective=length - 1 - object_size == 3)
     obj = _noun_phrase(rng, adjective=object_size == 3)
     verb = len(subject)
-    words = subject + [rng.choice(list(TRANSITIVE))] + obj
+    words = subject + [rng.choice(V_TR)] + obj
     return words, _np_order(0, len(subject)) + _np_order(verb + 1, len(obj)) + [verb]
 
 
@@ -101,7 +117,7 @@ def sentence_pair(rng: random.Random, length: int) -> tuple[list[str], list[str]
     for index, clause_length in enumerate(_clause_lengths(rng, length)):
         if index:
             order.append(len(source))
-            source.append(rng.choice(list(CONJUNCTIONS)))
+            source.append(rng.choice(CONJ))
         words, clause_order = _clause(rng, clause_length)
         order.extend(len(source) + position for position in clause_order)
         source.extend(words)
@@ -143,9 +159,8 @@ class SyntheticTranslationTask(GeneratedTask):
     def generate(self, n: int, rng: torch.Generator) -> Batch:
         pairs = self.pairs(n, rng)
         batch = collate([self.source.vocab.encode(s) for s, _, _ in pairs], [self.target.vocab.encode(t) for _, t, _ in pairs])
-        alignment = torch.full_like(batch["targets"], IGNORE)
-        for row, (source, _, order) in enumerate(pairs):
-            alignment[row, : len(order) + 1] = torch.tensor([*order, len(source)])
+        width = batch["targets"].shape[1]
+        alignment = torch.tensor([[*order, len(source)] + [IGNORE] * (width - len(order) - 1) for source, _, order in pairs])
         batch["alignment"] = alignment
         return batch
 
