@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-import torch
 import yaml
+
+import seqlab  # noqa: F401  (before torch: it sets OMP_WAIT_POLICY, read when torch loads)
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"

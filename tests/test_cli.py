@@ -83,9 +83,11 @@ def test_the_installed_command_reports_errors_without_a_traceback(tmp_path: Path
                                     "'model.name' = 'mpl' is not a known model. Did you mean 'mlp'?")
 
 
-def test_shipped_xor_config_trains(tmp_path: Path, capsys):
-    code = cli.main(["train", str(REPO / "configs" / "tasks" / "xor_mlp.yaml"), "--out", str(tmp_path / "xor"),
+@pytest.mark.parametrize("name, steps", [("xor_mlp", 300), ("blobs_mlp", 150)])
+def test_shipped_feedforward_configs_train(tmp_path: Path, name: str, steps: int):
+    code = cli.main(["train", str(REPO / "configs" / "tasks" / f"{name}.yaml"), "--out", str(tmp_path / name),
                      "--set", "train.progress=false", "--set", "train.threads=1"])
     assert code == 0
-    final = json.loads((tmp_path / "xor" / "final_metrics.json").read_text())
-    assert final["step"] == 300 and final["val"]["accuracy"] == 1.0
+    final = json.loads((tmp_path / name / "final_metrics.json").read_text())
+    assert final["step"] == steps  # blobs: early stopping once validation accuracy stops improving
+    assert final["val"]["accuracy"] == 1.0 and final["test"]["accuracy"] == 1.0

@@ -83,3 +83,21 @@ def test_non_causal_form_and_padding() -> None:
     scores = phi_q @ phi_k.transpose(-2, -1)
     heads = (scores @ v) / (scores.sum(-1, keepdim=True) + 1e-6)
     torch.testing.assert_close(out[:1], attention._merge(heads))
+
+
+@torch.no_grad()
+def test_memory_linear_in_length_for_the_parallel_form_constant_for_a_step() -> None:
+    from seqlab.diagnostics.profile import peak_tensor_bytes
+
+    peaks = []
+    for T in (64, 128):
+        phi_q, phi_k, v = _inputs(5, batch=1, heads=1, T=T)
+        peaks.append(peak_tensor_bytes(lambda: causal_linear_attention(phi_q, phi_k, v))[1])
+    assert 1.8 <= peaks[1] / peaks[0] <= 2.2
+    attention = LinearAttention(16, 4).eval()
+    cache, x = attention.empty_cache(1, torch.zeros(1)), torch.randn(1, 40, 16)
+    step_peaks = set()
+    for t in range(40):
+        (_, cache), peak = peak_tensor_bytes(lambda: attention.step(x[:, t : t + 1], cache))
+        step_peaks.add(peak)
+    assert len(step_peaks) == 1

@@ -225,3 +225,17 @@ def test_encoder_decoder_learns_to_reverse_under_the_trainer() -> None:
                        train=TrainConfig(steps=150, batch_size=32, lr=3e-3, progress=False, tensorboard=False, threads=1))
     result = Trainer(config, task=_Reverse(0)).fit()
     assert result.final["val"]["accuracy"] > 0.9
+
+
+@torch.no_grad()
+def test_reference_attention_holds_the_n_by_n_weights() -> None:
+    """The tensor-memory tracker sees softmax(QKᵀ/√d) materialised: peak memory quadruples as n doubles."""
+    from seqlab.diagnostics.profile import peak_tensor_bytes
+
+    peaks = []
+    for n in (128, 256):
+        x = torch.randn(1, n, 16)
+        _, peak = peak_tensor_bytes(lambda: scaled_dot_product_attention(x, x, x)[0])
+        assert peak >= n * n * 4  # at least one float32 n×n matrix
+        peaks.append(peak)
+    assert 3.5 <= peaks[1] / peaks[0] <= 4.5

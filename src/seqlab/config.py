@@ -87,7 +87,7 @@ class TrainConfig(BaseModel):
     early_stopping: EarlyStopping | None = None
     checkpoint: CheckpointConfig = CheckpointConfig()
     tbptt: TBPTTConfig | None = None
-    log_every: int = Field(10, ge=1)
+    log_every: int = Field(1, ge=1, description="steps between train records (loss, lr, pre-clip grad_norm)")
     time_budget_s: float | None = Field(None, gt=0, description="stop after this much training time")
     progress: bool = True
     tensorboard: bool = True

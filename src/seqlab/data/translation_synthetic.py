@@ -1,16 +1,16 @@
 """The built-in synthetic translation task (offline default): a small English-like source language and a
 target language whose grammar reorders words, with the gold word alignment known.
 
-Source (subject–verb–object, adjective before noun)::
+Source (subject–verb–object, adjective before noun, no articles)::
 
-    the old king sees a red bird and the child sleeps
+    old king sees red bird and child sleeps
 
 Target (every word has its own translation; adjective after noun; verb at the end of each clause)::
 
-    ka nemo raku mi ulo pirra vidi ta ka pelo dormu
-    the king old  a  bird red  sees and the child sleeps
+    nemo raku ulo pirra vidi ta pelo dormu
+    king old  bird red  sees and child sleeps
 
-A clause is ``D [A] N V_intr`` or ``D [A] N V_tr D [A] N``; clauses are joined by a conjunction until the
+A clause is ``[A] N V_intr`` or ``[A] N V_tr [A] N``; clauses are joined by a conjunction until the
 sentence has the drawn length (uniform in [min_len, max_len] words). The word-for-word mapping makes the
 gold alignment a permutation; batches carry it as ``alignment`` (batch, tgt): for target position j the
 source position of its word (the final <eos> aligns to the source's <eos>), IGNORE at padding.
@@ -32,12 +32,9 @@ from seqlab.data.tokenizers import Codec, WordTokenizer
 from seqlab.data.vocab import Vocab
 from seqlab.registry import TASKS
 
-#: source word → target word, by part of speech; content words are many, as in a real language, so that
-#: a word's identity is not cheaply copied into its neighbours' encoder states
-DETERMINERS = {
-    "the": "ka", "a": "mi", "every": "sor", "this": "tu", "that": "ne", "some": "po",
-    "no": "nul", "each": "eko", "my": "mo", "your": "vo", "his": "lo", "her": "la",
-}
+#: source word → target word, by part of speech. Both languages have no articles (like Latin or Russian), and
+#: the content words are many, as in a real language: a word's identity is then not cheaply copied into its
+#: neighbours' encoder states, which would let attention drift off the word it translates.
 ADJECTIVES = {
     "red": "pirra", "big": "gromo", "small": "pika", "old": "raku", "young": "junni", "happy": "felo",
     "green": "verda", "quiet": "silo", "fast": "rapa", "tall": "alto", "sad": "trista", "brave": "kura",
@@ -63,46 +60,40 @@ INTRANSITIVE = {
     "sleeps": "dormu", "runs": "kuru", "sings": "kantu", "waits": "atendu", "laughs": "ridu", "swims": "naxu",
     "dances": "dancu", "cries": "ploru", "jumps": "saltu", "walks": "iru", "falls": "falu", "smiles": "ridetu",
 }
-CONJUNCTIONS = {"and": "ta", "but": "sed", "while": "dum", "because": "kaux", "so": "do", "although": "kvankam"}
-LEXICON = {**DETERMINERS, **ADJECTIVES, **NOUNS, **TRANSITIVE, **INTRANSITIVE, **CONJUNCTIONS}
-D, A, N, V_TR, V_INTR, CONJ = (tuple(words) for words in (DETERMINERS, ADJECTIVES, NOUNS, TRANSITIVE, INTRANSITIVE, CONJUNCTIONS))
+CONJUNCTIONS = {
+    "and": "ta", "but": "sed", "while": "dum", "because": "kaux", "so": "do", "although": "kvankam",
+    "when": "kiam", "if": "se", "until": "gis", "before": "antau", "after": "post", "since": "ekde",
+    "unless": "krom", "whereas": "dume", "though": "tamen", "once": "foje",
+}
+LEXICON = {**ADJECTIVES, **NOUNS, **TRANSITIVE, **INTRANSITIVE, **CONJUNCTIONS}
+A, N, V_TR, V_INTR, CONJ = (tuple(words) for words in (ADJECTIVES, NOUNS, TRANSITIVE, INTRANSITIVE, CONJUNCTIONS))
 
-Word = tuple[str, int]  # (source word, its position in the source sentence)
 
-
-def _noun_phrase(rng: random.Random, adjective: bool) -> list[str]:
-    words = [rng.choice(D)]
+def _noun_phrase(rng: random.Random, adjective: bool) -> tuple[list[str], list[int]]:
+    """A source noun phrase [A] N and the order of its words in the target (N A: adjective after the noun)."""
     if adjective:
-        words.append(rng.choice(A))
-    words.append(rng.choice(N))
-    return words
+        return [rng.choice(A), rng.choice(N)], [1, 0]
+    return [rng.choice(N)], [0]
 
 
 def _clause(rng: random.Random, length: int) -> tuple[list[str], list[int]]:
-    """A source clause of `length` words (3–7) and the order of its words in the target clause."""
-    if length <= 4:  # D [A] N V_intr
-        subject = _noun_phrase(rng, adjective=length == 4)
-        words = subject + [rng.choice(V_INTR)]
-        return words, _np_order(0, len(subject)) + [len(subject)]
-    object_size = rng.choice([size for size in (2, 3) if 2 <= length - 1 - size <= 3])
-    subject = _noun_phrase(rng, adjective=length - 1 - object_size == 3)
-    obj = _noun_phrase(rng, adjective=object_size == 3)
+    """A source clause of `length` words (2–5) and the order of its words in the target clause (verb last)."""
+    if length == 2 or (length == 3 and rng.random() < 0.5):  # [A] N V_intr
+        subject, subject_order = _noun_phrase(rng, adjective=length == 3)
+        return subject + [rng.choice(V_INTR)], subject_order + [len(subject)]
+    adjectives = [False, False] if length == 3 else rng.choice([[True, False], [False, True]]) if length == 4 else [True, True]
+    subject, subject_order = _noun_phrase(rng, adjectives[0])
+    obj, object_order = _noun_phrase(rng, adjectives[1])
     verb = len(subject)
     words = subject + [rng.choice(V_TR)] + obj
-    return words, _np_order(0, len(subject)) + _np_order(verb + 1, len(obj)) + [verb]
-
-
-def _np_order(start: int, size: int) -> list[int]:
-    """Target order of a noun phrase at `start`: D N A for D A N (adjective after the noun)."""
-    return [start, start + 2, start + 1] if size == 3 else [start, start + 1]
+    return words, subject_order + [verb + 1 + position for position in object_order] + [verb]
 
 
 def _clause_lengths(rng: random.Random, total: int) -> list[int]:
-    """Clause lengths (3–7 words) that, with one conjunction between clauses, add up to `total` (≥ 3)."""
+    """Clause lengths (2–5 words) that, with one conjunction between clauses, add up to `total` (≥ 3)."""
     lengths, remaining = [], total
     while True:
-        options = [k for k in range(3, 8) if k == remaining or remaining - k >= 4]
-        k = rng.choice(options)
+        k = rng.choice([k for k in range(2, 6) if k == remaining or remaining - k >= 3])
         lengths.append(k)
         remaining -= k
         if remaining == 0:

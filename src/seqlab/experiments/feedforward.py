@@ -71,13 +71,15 @@ def xor(ctx: Context) -> Outcome:
     with torch.no_grad():
         mlp_regions = mlp({"inputs": torch.tensor(points, dtype=torch.float32)}).argmax(-1).numpy()
     panels = [
-        (f"McCulloch–Pitts w={unit.weights}, θ={unit.theta}: {unit_accuracy:.0%}", (points @ np.array(unit.weights) - unit.theta >= 0)),
+        (f"McCulloch–Pitts w={unit.weights}, θ={unit.theta}: {unit_accuracy:.0%}",
+         points @ np.array(unit.weights) - unit.theta >= 0),
         (f"Perceptron (rule, {len(perceptron_curve)} epochs): {perceptron_best:.0%}", perceptron.predict(points)),
         (f"MLP 2-4-2 (backprop): {solved:.0%} of {seeds} seeds solve it", mlp_regions),
     ]
     fig, axes = new_figure(columns=3)
     for ax, (title, regions) in zip(axes, panels):
-        ax.contourf(gx, gy, np.asarray(regions, dtype=float).reshape(gx.shape), levels=[-0.5, 0.5, 1.5], colors=["#dde6f5", "#f7d9c4"])
+        surface = np.asarray(regions, dtype=float).reshape(gx.shape)
+        ax.contourf(gx, gy, surface, levels=[-0.5, 0.5, 1.5], colors=["#dde6f5", "#f7d9c4"])
         ax.scatter(x[:, 0], x[:, 1], c=["#1f4e9c" if t == 0 else "#c2541b" for t in y], s=120, edgecolors="black")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("A")
@@ -95,7 +97,8 @@ def xor(ctx: Context) -> Outcome:
     }
     passed = exact_units == 0 and unit_accuracy <= 0.75 and perceptron_best <= 0.75 and solved >= 0.95
     setup = (
-        f"McCulloch–Pitts: every unit with integer weights and threshold in [{WEIGHT_RANGE.start}, {WEIGHT_RANGE.stop - 1}]; "
-        f"perceptron rule, η = 1; MLP 2-4-2 tanh, AdamW lr 0.05, batch 32, {steps} steps, seeds {ctx.seed}..{ctx.seed + seeds - 1}"
+        f"McCulloch–Pitts: every unit with integer weights and threshold in "
+        f"[{WEIGHT_RANGE.start}, {WEIGHT_RANGE.stop - 1}]; perceptron rule, η = 1; MLP 2-4-2 tanh, AdamW lr 0.05, "
+        f"batch 32, {steps} steps, seeds {ctx.seed}..{ctx.seed + seeds - 1}"
     )
     return Outcome(passed=passed, figures=figures, images=[image], setup=setup)

@@ -2,8 +2,9 @@
 
 It owns: seeding, optimiser and schedule, gradient accumulation, clipping by global norm (the norm
 before clipping is logged every step), evaluation every N steps, early stopping, metrics as JSON lines
-and TensorBoard, a progress bar, atomic checkpoints with exact resume, and DistributedDataParallel
-when launched by ``torchrun``.
+and TensorBoard, a progress bar, atomic checkpoints with exact resume, DistributedDataParallel
+when launched by ``torchrun``, and truncated BPTT over parallel streams when ``train.tbptt`` is set
+(`tbptt_step`; the window arithmetic is in `seqlab.training.tbptt`).
 """
 
 from __future__ import annotations
@@ -349,14 +350,13 @@ class Trainer:
 
     def _prepare_out_dir(self, resume: bool) -> int:
         assert self.out_dir is not None
-        has_checkpoints = bool(ckpt.list_checkpoints(self.out_dir))
-        if has_checkpoints and not resume:
+        if self.is_main:
+            ckpt.recover_interrupted_saves(self.out_dir)
+        if ckpt.list_checkpoints(self.out_dir) and not resume:
             raise ConfigError(
                 f"{self.out_dir} already holds checkpoints of a run: pass --resume to continue it, "
                 "or choose a new out_dir (--set out_dir=...)."
             )
-        if self.is_main:
-            ckpt.recover_interrupted_saves(self.out_dir)
         start = self._resume() if resume else 0
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
