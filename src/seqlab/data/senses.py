@@ -1,16 +1,15 @@
 """A tiny generated corpus for contextual embeddings (seed 004): "bank" by a river and "bank" for money.
 
 Every sentence holds the word "bank" once, inside a frame that says nothing about its sense
-("she went to the bank"); a cue before it, after it, or on both sides tells the sense:
+("she went to the bank"); one cue word before it, after it, or on both sides tells the sense:
 
-    needing a loan , she went to the bank .                       money, cue before
-    they walked to the bank to catch some fish .                  river, cue after
+    after borrowing , she went to the bank at noon .              money, cue before
+    yesterday , they walked to the bank to get some fish .        river, cue after
     the river bank was steep .                                    river, both sides (seed 004's example)
 
 Cue words of one sense never occur with the other, so only the context separates the senses. The task
-(``senses``) is masked-word prediction (Devlin et al. 2019): `masks` words of each sentence, never
-"bank" itself, are replaced by <mask> and predicted from both sides; targets are IGNORE elsewhere.
-`probe` gives unmasked sentences with the position and sense of "bank", to read its vectors.
+(``senses``) is to tell the topic of a sentence (class 0 money, 1 river); `probe` gives sentences with
+the position, sense and cue side of "bank", to read the vectors a model gives that one word.
 """
 
 from __future__ import annotations
@@ -22,51 +21,47 @@ import torch
 from pydantic import Field
 
 from seqlab.config import Spec
-from seqlab.data.base import IGNORE, Batch, GeneratedTask, TaskInfo
+from seqlab.data.base import Batch, GeneratedTask, TaskInfo
 from seqlab.data.vocab import Vocab
 from seqlab.registry import TASKS
 
 WORD = "bank"
-MASK = "<mask>"
 SENSES = ("money", "river")
 CUES = ("before", "after", "both")
 
 SUBJECTS = ("i", "she", "he", "they", "we", "my father", "the farmer", "our neighbour", "the tourist", "a student")
 FRAMES = ("went to", "stopped at", "waited near", "walked to", "arrived at")
-BEFORE = {
-    "money": ("needing a loan ,", "with the salary in cash ,", "after counting the coins ,", "to pay the mortgage ,",
-              "holding a cheque ,"),
-    "river": ("after fishing all morning ,", "with the boat on the water ,", "following the stream ,",
-              "after swimming in the river ,", "carrying a fishing rod ,"),
-}
-AFTER = {
-    "money": ("to deposit money", "to open an account", "to ask for a loan", "to withdraw some cash",
-              "to pay in a cheque", "to check the interest"),
-    "river": ("to watch the ducks", "to catch some fish", "to look at the water", "to sit in the reeds",
-              "to launch the boat", "to see the flood"),
-}
+#: one cue word per side, so that a hidden cue on one side can only be recovered from the other side
+BEFORE = {"money": ("saving", "borrowing", "investing", "budgeting"), "river": ("fishing", "rowing", "swimming", "paddling")}
+AFTER = {"money": ("cash", "coins", "credit", "money"), "river": ("fish", "ducks", "reeds", "frogs")}
+NEUTRAL_BEFORE = ("in the morning ,", "yesterday ,", "after lunch ,", "on monday ,")
+NEUTRAL_AFTER = ("to meet a friend", "with her brother", "at noon", "again")
 #: seed 004's "The river bank was steep": a modifier before and a state after, both of one sense
 MODIFIERS = {"money": ("city", "savings", "national"), "river": ("river", "grassy", "muddy")}
 STATES = {"money": ("closed", "crowded", "robbed"), "river": ("steep", "flooded", "slippery")}
 
 
 def sentence(rng: random.Random, sense: str, cue: str) -> list[str]:
-    """One sentence with "bank" in `sense`, its cue `before`, `after` or on `both` sides."""
+    """One sentence with "bank" in `sense`, its cue `before`, `after` or on `both` sides (the other side
+    neutral or empty)."""
     if cue == "both" and rng.random() < 0.3:
         return f"the {rng.choice(MODIFIERS[sense])} {WORD} was {rng.choice(STATES[sense])} .".split()
-    words = f"{rng.choice(SUBJECTS)} {rng.choice(FRAMES)} the {WORD}".split()
     if cue in ("before", "both"):
-        words = rng.choice(BEFORE[sense]).split() + words
+        before = f"after {rng.choice(BEFORE[sense])} ,"
+    else:
+        before = rng.choice(NEUTRAL_BEFORE) if rng.random() < 0.5 else ""
     if cue in ("after", "both"):
-        words = words + rng.choice(AFTER[sense]).split()
-    return words + ["."]
+        after = f"to get some {rng.choice(AFTER[sense])}"
+    else:
+        after = rng.choice(NEUTRAL_AFTER) if rng.random() < 0.5 else ""
+    return f"{before} {rng.choice(SUBJECTS)} {rng.choice(FRAMES)} the {WORD} {after} .".split()
 
 
 def vocabulary() -> Vocab:
-    """Every word the templates can produce (a fixed order, so ids never depend on the seed), plus <mask>."""
-    phrases = [*SUBJECTS, *FRAMES, f"the {WORD} was .", *(p for table in (BEFORE, AFTER, MODIFIERS, STATES)
-                                                          for sense in SENSES for p in table[sense])]
-    words = [MASK]
+    """Every word the templates can produce, in a fixed order (ids never depend on the seed)."""
+    phrases = [*SUBJECTS, *FRAMES, *NEUTRAL_BEFORE, *NEUTRAL_AFTER, f"the {WORD} was . to get some",
+               *(word for table in (BEFORE, AFTER, MODIFIERS, STATES) for sense in SENSES for word in table[sense])]
+    words: list[str] = []
     for phrase in phrases:
         words.extend(word for word in phrase.split() if word not in words)
     return Vocab(words)
@@ -74,19 +69,18 @@ def vocabulary() -> Vocab:
 
 class SensesSpec(Spec):
     name: Literal["senses"] = "senses"
-    masks: int = Field(1, ge=1, le=3, description="words of each training sentence hidden behind <mask>")
     eval_size: int = Field(512, ge=1)
 
 
 class SensesTask(GeneratedTask):
-    """Masked-word prediction on the "bank" corpus (kind ``tokens``; senses and cue sides drawn uniformly)."""
+    """Sentence topic (money or river) from the words (kind ``classify``; senses and cue sides drawn uniformly)."""
 
     def __init__(self, spec: SensesSpec, seed: int) -> None:
         super().__init__(seed, eval_size=spec.eval_size)
         self.spec = spec
         self.vocab = vocabulary()
-        self.mask_id, self.word_id = self.vocab.stoi[MASK], self.vocab.stoi[WORD]
-        self.info = TaskInfo(kind="tokens", output_dim=len(self.vocab), vocab_size=len(self.vocab),
+        self.word_id = self.vocab.stoi[WORD]
+        self.info = TaskInfo(kind="classify", output_dim=len(SENSES), vocab_size=len(self.vocab),
                              pad_id=Vocab.pad_id, extra={"word": WORD, "senses": list(SENSES)})
 
     def sentences(self, n: int, rng: torch.Generator) -> tuple[list[list[str]], list[int], list[int]]:
@@ -105,16 +99,12 @@ class SensesTask(GeneratedTask):
         return inputs, lengths
 
     def generate(self, n: int, rng: torch.Generator) -> Batch:
-        inputs, lengths = self.encode(self.sentences(n, rng)[0])
-        valid = torch.arange(inputs.shape[1])[None, :] < lengths[:, None]
-        candidates = valid & (inputs != self.word_id)
-        scores = torch.rand(inputs.shape, generator=rng).masked_fill(~candidates, -1.0)
-        hidden = torch.zeros_like(valid).scatter(1, scores.topk(self.spec.masks, dim=1).indices, True)
-        targets = torch.where(hidden, inputs, IGNORE)
-        return {"inputs": inputs.masked_fill(hidden, self.mask_id), "lengths": lengths, "targets": targets}
+        sentences, senses, _ = self.sentences(n, rng)
+        inputs, lengths = self.encode(sentences)
+        return {"inputs": inputs, "lengths": lengths, "targets": torch.tensor(senses)}
 
     def probe(self, n: int, seed: int) -> dict[str, torch.Tensor]:
-        """`n` unmasked sentences: inputs, lengths, `position` of "bank", `sense` and `cue` indices."""
+        """`n` sentences: inputs, lengths, `position` of "bank", `sense` and `cue` indices."""
         sentences, senses, cues = self.sentences(n, torch.Generator().manual_seed(seed))
         inputs, lengths = self.encode(sentences)
         return {"inputs": inputs, "lengths": lengths, "position": (inputs == self.word_id).long().argmax(1),

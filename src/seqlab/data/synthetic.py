@@ -133,7 +133,8 @@ class RememberFirstTask(GeneratedTask):
 
 class DelayedRecallSpec(Spec):
     name: Literal["delayed_recall"] = "delayed_recall"
-    distance: int = Field(30, ge=1, description="steps from a key to the position where it is asked for")
+    distance: int = Field(30, ge=1, description="steps from a key to the first position where it is asked for")
+    queries: int = Field(1, ge=1, description="consecutive positions, from `distance` steps after the key on, that ask for it")
     n_keys: int = Field(4, ge=2)
     n_distractors: int = Field(4, ge=1)
     episodes: int = Field(4, ge=1, description="episodes per training/evaluation sequence (without TBPTT)")
@@ -141,16 +142,17 @@ class DelayedRecallSpec(Spec):
 
 
 class DelayedRecallTask(GeneratedTask, StreamTask):
-    """A stream of episodes [key, d_1, …, d_distance]; the target at d_distance is the key, elsewhere ignored.
+    """A stream of episodes [key, d_1, …, d_{distance+queries−1}]; the targets at d_distance … are the key.
 
-    With truncated BPTT the gradient of that one loss reaches the key only if k2 > `distance`.
-    Ids: 0 <pad>, 1..n_keys keys, then distractors; targets are key ids.
+    Every asked position is at least `distance` steps after its key, so with truncated BPTT no gradient
+    reaches the key unless k2 > `distance`. Ids: 0 <pad>, 1..n_keys keys, then distractors; targets are
+    key ids, IGNORE where nothing is asked.
     """
 
     def __init__(self, spec: DelayedRecallSpec, seed: int) -> None:
         super().__init__(seed, eval_size=spec.eval_size)
         self.spec = spec
-        self.period = spec.distance + 1
+        self.period = spec.distance + spec.queries
         vocab = spec.n_keys + spec.n_distractors + 1
         self.info = TaskInfo(kind="tokens", output_dim=vocab, vocab_size=vocab,
                              extra={"chance_accuracy": 1.0 / spec.n_keys})
@@ -159,9 +161,9 @@ class DelayedRecallTask(GeneratedTask, StreamTask):
         """`count` consecutive episodes for each of `n` rows."""
         keys = torch.randint(1, self.spec.n_keys + 1, (n, count, 1), generator=rng)
         low = self.spec.n_keys + 1
-        distractors = torch.randint(low, low + self.spec.n_distractors, (n, count, self.spec.distance), generator=rng)
+        distractors = torch.randint(low, low + self.spec.n_distractors, (n, count, self.period - 1), generator=rng)
         targets = torch.full((n, count, self.period), IGNORE)
-        targets[:, :, -1] = keys[:, :, 0]
+        targets[:, :, self.spec.distance :] = keys
         return {"inputs": torch.cat([keys, distractors], 2).flatten(1), "targets": targets.flatten(1)}
 
     def generate(self, n: int, rng: torch.Generator) -> Batch:

@@ -44,7 +44,7 @@ def synthetic_task(seed: int, max_len: int, eval_size: int) -> SyntheticTranslat
     return SyntheticTranslationTask(SyntheticTranslationSpec(max_len=max_len, eval_size=eval_size), seed)
 
 
-def train_on(task: SyntheticTranslationTask, model: dict[str, Any], steps: int, seed: int, lr: float = 3e-3, batch_size: int = 64) -> nn.Module:
+def train_on(task: SyntheticTranslationTask, model: dict[str, Any], steps: int, seed: int, lr: float, batch_size: int = 64) -> nn.Module:
     """Train `model` on `task` with the one trainer (AdamW, clipping 1.0) and return it in eval mode."""
     config = config_from_dict({
         "seed": seed,
@@ -84,7 +84,7 @@ def alignment_error(model: nn.Module, task: SyntheticTranslationTask, split: str
             links = alignment_from_attention(weights)
             predicted |= {(sentence, j, i) for j, i in links}
             sure |= {(sentence, j, i) for j, i in gold}
-            if not example and 12 <= words <= 16:
+            if not example and min(12, task.spec.max_len - 1) <= words <= 16:
                 example = {
                     "weights": attention[row, : words + 1, : int(batch["src_lengths"][row])].numpy(),
                     "source": task.source.vocab.decode(batch["src"][row].tolist()) + ["<eos>"],
@@ -110,9 +110,9 @@ def _bucket_bleu(buckets: list[Bucket]) -> dict[str, float]:
     "source-length bucket; the same model with (Luong dot) attention falls by ≤ 10 points",
 )
 def bottleneck(ctx: Context) -> Outcome:
-    max_len, steps, hidden = ctx.pick(30, 50), ctx.pick(240, 1500), ctx.pick(64, 128)
+    max_len, steps, lr = ctx.pick(24, 50), ctx.pick(200, 1500), ctx.pick(1e-2, 3e-3)
     edges = ctx.pick((10, 20), (10, 20, 30, 40))
-    common = {"embed_size": 32, "hidden_size": hidden, "num_layers": 1, "cell": "lstm"}
+    common = {"embed_size": 64, "hidden_size": 128, "num_layers": 1, "cell": "lstm"}
     models = {
         "no attention (Sutskever, reversed source)": {"name": "seq2seq", "reverse_source": True, **common},
         "attention (Luong, dot)": {"name": "luong", "score": "dot", "input_feeding": False, **common},
@@ -121,7 +121,7 @@ def bottleneck(ctx: Context) -> Outcome:
     with single_thread():
         task = synthetic_task(ctx.seed, max_len, ctx.pick(400, 1000))
         for label, spec in models.items():
-            model = train_on(task, spec, steps, ctx.seed)
+            model = train_on(task, spec, steps, ctx.seed, lr)
             hypotheses, references, lengths = greedy_translations(model, task)
             curves[label] = bleu_by_length(hypotheses, references, lengths, edges, tokenize="none")
     (plain_label, plain), (attn_label, attended) = curves.items()
@@ -136,7 +136,7 @@ def bottleneck(ctx: Context) -> Outcome:
     ax.set_ylabel("BLEU (greedy)")
     ax.set_ylim(0, 100)
     ax.set_title("The fixed-vector bottleneck (cf. Bahdanau et al. 2014, Fig. 2)", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower left")
     image = save(fig, ctx.image_path("bleu-by-length"))
 
     figures = {
@@ -146,8 +146,8 @@ def bottleneck(ctx: Context) -> Outcome:
         "drop_attention": round(attended_drop, 1),
     }
     setup = (
-        f"synthetic translation, source length 3–{max_len}; both models: LSTM 1 layer, hidden {hidden}, embeddings 32, "
-        f"{steps} steps of 64 sentences, AdamW 3e-3, clip 1.0; greedy decoding of {task.spec.eval_size} held-out "
+        f"synthetic translation, source length 3–{max_len}; both models: LSTM 1 layer, hidden 128, embeddings 64, "
+        f"{steps} steps of 64 sentences, AdamW {lr:g}, clip 1.0; greedy decoding of {task.spec.eval_size} held-out "
         f"sentences; sacreBLEU (tokenize none) per source-length bucket; labels {plain_label!r} vs {attn_label!r}"
     )
     return Outcome(passed=plain_drop >= 20 and attended_drop <= 10, figures=figures, images=[image], setup=setup)
@@ -163,17 +163,19 @@ def bottleneck(ctx: Context) -> Outcome:
     "Bahdanau (additive, from s_{t−1}) and the Luong (general, from h_t) model",
 )
 def alignment(ctx: Context) -> Outcome:
-    max_len, steps = ctx.pick(16, 30), ctx.pick(150, 800)
+    max_len, lr, hidden = ctx.pick(12, 30), ctx.pick(1e-2, 3e-3), ctx.pick(64, 128)
     models = {
-        "Bahdanau (additive)": {"name": "bahdanau", "embed_size": 32, "hidden_size": 64, "attention_size": 32, "maxout_size": 32},
-        "Luong (general)": {"name": "luong", "embed_size": 32, "hidden_size": 64, "num_layers": 1, "score": "general", "input_feeding": False},
+        "Bahdanau (additive)": ({"name": "bahdanau", "embed_size": 64, "hidden_size": hidden, "attention_size": hidden // 2,
+                                 "maxout_size": hidden // 2}, ctx.pick(300, 1500)),
+        "Luong (general)": ({"name": "luong", "embed_size": 64, "hidden_size": hidden, "num_layers": 1, "score": "general",
+                             "input_feeding": False}, ctx.pick(150, 1000)),
     }
     rates: dict[str, float] = {}
     examples: dict[str, dict[str, Any]] = {}
     with single_thread():
         task = synthetic_task(ctx.seed, max_len, ctx.pick(256, 1000))
-        for label, spec in models.items():
-            model = train_on(task, spec, steps, ctx.seed)
+        for label, (spec, steps) in models.items():
+            model = train_on(task, spec, steps, ctx.seed, lr)
             rates[label], examples[label] = alignment_error(model, task)
 
     fig, axes = new_figure(columns=len(models), size=(4.4, 4.2))
@@ -184,8 +186,10 @@ def alignment(ctx: Context) -> Outcome:
     image = save(fig, ctx.image_path("heatmaps"))
     figures = {f"aer_{label.split()[0].lower()}": round(rate, 4) for label, rate in rates.items()}
     setup = (
-        f"synthetic translation, source length 3–{max_len}; {steps} steps of 64 sentences, AdamW 3e-3; hidden 64, "
-        "embeddings 32; AER = 1 − 2|A∩S|/(|A|+|S|) over the held-out set, A = argmax of each target word's attention "
+        f"synthetic translation, source length 3–{max_len}; "
+        + "; ".join(f"{label}: {steps} steps" for label, (_, steps) in models.items())
+        + f" of 64 sentences, AdamW {lr:g}, clip 1.0; hidden {hidden}, embeddings 64; "
+        "AER = 1 − 2|A∩S|/(|A|+|S|) over the held-out set, A = argmax of each target word's attention "
         "(teacher-forced on the reference), S = the gold word alignment; circles on the heatmaps mark S"
     )
     return Outcome(passed=all(rate < 0.1 for rate in rates.values()), figures=figures, images=[image], setup=setup)
@@ -220,14 +224,14 @@ def time_per_step(score: str, batch: int, src: int, hidden: int, repeats: int, c
 )
 def attention_scorers(ctx: Context) -> Outcome:
     scores = ("dot", "general", "concat", "additive")
-    max_len, steps = ctx.pick(20, 40), ctx.pick(200, 1200)
+    max_len, steps, lr = ctx.pick(10, 30), ctx.pick(180, 1000), ctx.pick(1e-2, 3e-3)
     bleu: dict[str, float] = {}
     with single_thread():
-        task = synthetic_task(ctx.seed, max_len, ctx.pick(300, 1000))
+        task = synthetic_task(ctx.seed, max_len, ctx.pick(200, 1000))
         for score in scores:
-            spec = {"name": "luong", "embed_size": 32, "hidden_size": 64, "num_layers": 1, "score": score,
+            spec = {"name": "luong", "embed_size": 64, "hidden_size": 64, "num_layers": 1, "score": score,
                     "attention_size": 64, "input_feeding": False}
-            hypotheses, references, _ = greedy_translations(train_on(task, spec, steps, ctx.seed), task)
+            hypotheses, references, _ = greedy_translations(train_on(task, spec, steps, ctx.seed, lr), task)
             bleu[score] = corpus_bleu(hypotheses, references, tokenize="none")[0]
         timing = {
             size: {score: time_per_step(score, 64, 30, size, ctx.pick(5, 9), ctx.pick(60, 200)) for score in scores}
@@ -246,7 +250,8 @@ def attention_scorers(ctx: Context) -> Outcome:
         axes[1].bar(np.arange(len(scores)) + offset, [timing[size][s] * 1e6 for s in scores], width, label=f"hidden {size}")
     axes[1].set_xticks(range(len(scores)))
     axes[1].set_xticklabels(scores)
-    axes[1].set_ylabel("µs per decoder step (attention)")
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel("µs per decoder step (attention, log scale)")
     axes[1].set_title("speed (batch 64, source 30)", fontsize=9)
     axes[1].legend(fontsize=8)
     image = save(fig, ctx.image_path("quality-and-speed"))
@@ -258,8 +263,8 @@ def attention_scorers(ctx: Context) -> Outcome:
         "fastest": fastest,
     }
     setup = (
-        f"synthetic translation, source length 3–{max_len}; Luong LSTM 1 layer, hidden 64, no input feeding, "
-        f"{steps} steps of 64 sentences, AdamW 3e-3; timing: one attention call per decoder step (median of repeats, "
+        f"synthetic translation, source length 3–{max_len}; Luong LSTM 1 layer, hidden 64, embeddings 64, no input "
+        f"feeding, {steps} steps of 64 sentences, AdamW {lr:g}; timing: one attention call per decoder step (median of repeats, "
         "keys projected once per sentence beforehand), batch 64, 30 source positions, hidden 64 and 256, one thread"
     )
     passed = spread <= 5 and all(name == "dot" for name in fastest.values())
