@@ -9,7 +9,6 @@ import torch
 
 from seqlab.cli import main
 from seqlab.config import config_from_dict, load_config
-from seqlab.data.base import TaskInfo
 from seqlab.inference.sampling import filter_logits, load_language_model, next_token, sample
 from seqlab.models.language import BigramLM
 from seqlab.training import Trainer

@@ -74,6 +74,21 @@ def best_time(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> float
     return min(times)
 
 
+def interleaved_best_times(calls: dict[Any, Callable[[], Any]], repeats: int = 3, warmup: int = 1) -> dict[Any, float]:
+    """The fastest of `repeats` timings of every call, taken round-robin (call 1, call 2, …, call 1, …)
+    so that a burst of load from other processes spoils one sample of many calls, not every sample of one."""
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    best = {key: math.inf for key in calls}
+    for _ in range(repeats):
+        for key, fn in calls.items():
+            began = time.perf_counter()
+            fn()
+            best[key] = min(best[key], time.perf_counter() - began)
+    return best
+
+
 def loglog_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     """The least-squares slope b of log y = a + b log x: the exponent of a power law y ∝ x^b."""
     x, y = np.log(np.asarray(xs, dtype=float)), np.log(np.asarray(ys, dtype=float))

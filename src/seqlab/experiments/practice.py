@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -16,7 +17,7 @@ from seqlab.config import config_from_dict
 from seqlab.data.base import TaskInfo
 from seqlab.data.senses import CUES, SENSES, SensesTask
 from seqlab.diagnostics.gradients import gradient_flow
-from seqlab.diagnostics.profile import best_time, loglog_slope
+from seqlab.diagnostics.profile import loglog_slope
 from seqlab.experiments.base import Context, Outcome, experiment
 from seqlab.models import build_model
 from seqlab.models.seq2seq import Seq2SeqSpec
@@ -34,19 +35,14 @@ def run_config(task: dict[str, Any], model: dict[str, Any], train: dict[str, Any
             "train": {"progress": False, "tensorboard": False, "threads": 1, **train}}
 
 
-class AccuracyCurve(Callback):
-    """Evaluate every `every` steps; stop once validation accuracy reaches `target` (the curve is kept)."""
+class StopAtAccuracy(Callback):
+    """Evaluate every `every` steps; stop once validation accuracy reaches `target`."""
 
     def __init__(self, every: int, target: float = 0.99) -> None:
         self.every, self.target = every, target
-        self.curve: list[tuple[int, float]] = []
 
     def on_step_end(self, trainer: Trainer, step: int, logs: dict[str, float]) -> None:
-        if step % self.every:
-            return
-        accuracy = trainer.evaluate("val")["accuracy"]
-        self.curve.append((step, accuracy))
-        if accuracy >= self.target:
+        if step % self.every == 0 and trainer.evaluate("val")["accuracy"] >= self.target:
             trainer.stopped_early = True
 
 
@@ -77,7 +73,7 @@ INIT_MARGIN = 0.2
 
 def memory_task(length: int) -> dict[str, Any]:
     """Remember the first of 8 symbols across a blank gap of `length` steps (one distractor: the blank)."""
-    return {"name": "remember_first", "length": length, "n_symbols": 8, "n_distractors": 1, "eval_size": 500}
+    return {"name": "remember_first", "length": length, "n_symbols": 8, "n_distractors": 1, "eval_size": 256}
 
 
 @experiment(
@@ -88,15 +84,15 @@ def memory_task(length: int) -> dict[str, Any]:
     "Identity — simple RNNs, preserves gradients; LSTM bias init — set forget gate bias to 1-2, encourages "
     "remembering early.",
     source="seed 004 (initialisation strategies for RNNs; Saxe et al. 2014; Le et al. 2015; Gers et al. 2000)",
-    threshold=f"remember the first of 8 symbols across a 25-step blank gap (chance 12.5%), mean test accuracy over "
-    f"seeds after ≤ 200 steps: orthogonal or identity W_hh beats Xavier W_hh with the same nonlinearity by "
+    threshold=f"remember the first of 8 symbols across a 20-step blank gap (chance 12.5%), mean test accuracy over "
+    f"seeds after ≤ 150 steps: orthogonal or identity W_hh beats Xavier W_hh with the same nonlinearity by "
     f"≥ {INIT_MARGIN:.0%} points; an LSTM with forget-gate bias 1 beats bias 0 by ≥ {INIT_MARGIN:.0%} points "
     "(bias 2 and the gradient reaching step 1 at initialisation reported)",
 )
 def initialisation(ctx: Context) -> Outcome:
-    length, probe_length, hidden = 25, 100, 32
+    length, probe_length, hidden = 20, 100, 32
     seeds = ctx.pick(3, 8)
-    steps, every = 200, 25
+    steps, every = 150, 25
     variants = {**ELMAN_VARIANTS, **LSTM_VARIANTS}
     accuracy: dict[str, list[float]] = {label: [] for label in variants}
     reach: dict[str, list[float]] = {label: [] for label in variants}
@@ -108,8 +104,7 @@ def initialisation(ctx: Context) -> Outcome:
             model = {"name": "rnn", "hidden_size": hidden, **options}
             config = run_config(memory_task(length), model,
                                 {"steps": steps, "batch_size": 64, "lr": 3e-3, "grad_clip": 1.0}, ctx.seed + s)
-            curve = AccuracyCurve(every)
-            trainer = Trainer(config_from_dict(config), callbacks=(curve,))
+            trainer = Trainer(config_from_dict(config), callbacks=(StopAtAccuracy(every),))
             flow = gradient_flow(trainer.model, probe_tasks[s].train_batch(0, 64), "classify")
             reach[label].append(flow.ratio())
             if s == 0:
@@ -162,10 +157,9 @@ def initialisation(ctx: Context) -> Outcome:
 
 # -- gradient clipping ---------------------------------------------------------------------------------
 
-def _windowed(values: list[float], first: bool) -> float:
-    """Mean of the first (or last) 10% of a curve."""
-    window = max(1, len(values) // 10)
-    return float(np.mean(values[:window] if first else values[-window:]))
+def final_level(values: list[float]) -> float:
+    """Mean of the last 10% of a loss curve."""
+    return float(np.mean(values[-max(1, len(values) // 10):]))
 
 
 @experiment(
@@ -176,12 +170,12 @@ def _windowed(values: list[float], first: bool) -> float:
     "clipping. torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)",
     source="seed 004 (hands-on drill; debugging table; Pascanu, Mikolov & Bengio 2013)",
     threshold="two-layer Elman RNN on copy memory, SGD at a learning rate where it explodes; in every seed: without "
-    "clipping the training loss peaks ≥ 5× its starting level (or becomes NaN/inf) and ends above the clipped run; "
-    "with clipping at norm 1.0 it stays finite and ends at ≤ half its starting level",
+    "clipping the training loss peaks ≥ 5× its initial value (or becomes NaN/inf) and ends (last 10% of steps) above "
+    "the clipped run; with clipping at norm 1.0 it stays finite and ends at ≤ half its initial value",
 )
 def gradient_clipping(ctx: Context) -> Outcome:
     seeds = ctx.pick(3, 5)
-    steps = ctx.pick(300, 600)
+    steps = ctx.pick(200, 600)
     task = {"name": "copy_memory", "delay": 10, "copy_length": 5, "n_symbols": 8, "eval_size": 500}
     model = {"name": "rnn", "cell": "elman", "num_layers": 2, "hidden_size": 64, "init": "orthogonal"}
     runs: dict[str, list[TrainResult]] = {"no clipping": [], "clipped at 1.0": []}
@@ -196,17 +190,18 @@ def gradient_clipping(ctx: Context) -> Outcome:
         clipped = [h["loss"] for h in runs["clipped at 1.0"][s].history]
         free_finite = len(free) == steps and all(math.isfinite(v) for v in free)
         clipped_finite = len(clipped) == steps and all(math.isfinite(v) for v in clipped)
-        free_start, clipped_start = _windowed(free, True), _windowed(clipped, True)
-        free_peak = max((v for v in free if math.isfinite(v)), default=math.inf) / free_start
-        free_end = _windowed(free, False) if free_finite else math.inf
-        clipped_end = _windowed(clipped, False) if clipped_finite else math.inf
+        initial = free[0]  # the loss before any update: the same model and batch in both runs
+        free_peak = max((v for v in free if math.isfinite(v)), default=math.inf) / initial
+        free_end = final_level(free) if free_finite else math.inf
+        clipped_end = final_level(clipped) if clipped_finite else math.inf
         passed &= ((free_peak >= 5 or not free_finite) and free_end > clipped_end
-                   and clipped_finite and clipped_end <= clipped_start / 2)
-        figures[f"seed{s}_unclipped_peak_over_start"] = free_peak
-        figures[f"seed{s}_unclipped_loss_start_end"] = [free_start, free_end]
+                   and clipped_finite and clipped_end <= clipped[0] / 2)
+        figures[f"seed{s}_initial_loss"] = initial
+        figures[f"seed{s}_unclipped_peak_over_initial"] = free_peak
+        figures[f"seed{s}_unclipped_final_loss"] = free_end
         figures[f"seed{s}_unclipped_finite"] = free_finite
         figures[f"seed{s}_unclipped_max_grad_norm"] = max(h["grad_norm"] for h in runs["no clipping"][s].history)
-        figures[f"seed{s}_clipped_loss_start_end"] = [clipped_start, clipped_end]
+        figures[f"seed{s}_clipped_final_loss"] = clipped_end
         figures[f"seed{s}_clipped_max_grad_norm_before_clipping"] = max(h["grad_norm"] for h in runs["clipped at 1.0"][s].history)
     figures["memoryless_baseline_loss"] = 5 * math.log(8) / (10 + 2 * 5)
 
@@ -299,14 +294,14 @@ CONTEXT_MODELS: dict[str, tuple[dict[str, Any], float]] = {
     "or a river bank. [...] ELMo (2018): BiLSTM-based contextual embeddings—same word gets different vectors in "
     "different sentences. Transformers (BERT, GPT): each token's representation depends on ALL other tokens.",
     source="seed 004 (static word embeddings; the shift to contextual embeddings; bidirectional RNNs)",
-    threshold="on held-out sentences of a generated corpus (money vs river 'bank'): the static embedding gives every "
+    threshold="on probe sentences of a generated corpus (money vs river 'bank'): the static embedding gives every "
     "sentence the same vector (all cosines 1); a BiLSTM and a Transformer encoder give 'bank' vectors whose mean "
     "within-sense cosine exceeds the across-sense cosine by ≥ 0.3, and a leave-one-out nearest-sense-centroid test "
     "on them is ≥ 95% right whether the cue comes before 'bank', after it or both; a forward-only LSTM is ≤ 70% "
     "when the cue comes after",
 )
 def contextual_embeddings(ctx: Context) -> Outcome:
-    steps = ctx.pick(150, 400)
+    steps = ctx.pick(100, 400)
     probe_size = ctx.pick(300, 600)
     figures: dict[str, Any] = {}
     vectors: dict[str, Tensor] = {}
@@ -329,6 +324,7 @@ def contextual_embeddings(ctx: Context) -> Outcome:
     static_unit = F.normalize(static.double(), dim=-1)
     figures["static_min_cosine"] = float((static_unit @ static_unit.T).min())
     figures["static_distinct_vectors"] = int(torch.unique(static, dim=0).shape[0])
+    figures["static_within_sense_cosine"], figures["static_across_sense_cosine"] = sense_similarity(static, probe["sense"])
 
     contextual_ok = all(
         figures[f"{key}_gap"] >= 0.3 and all(figures[f"{key}_centroid_accuracy_cue_{cue}"] >= 0.95 for cue in CUES)
@@ -354,13 +350,13 @@ def contextual_embeddings(ctx: Context) -> Outcome:
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0].legend(fontsize=6, loc="lower left")
-    fig.suptitle("'bank' in 300 held-out sentences: its vectors projected on their two main axes", fontsize=9)
+    fig.suptitle(f"'bank' in {probe_size} probe sentences: its vectors projected on their two main axes", fontsize=9)
     pictures = [save(fig, ctx.image_path("bank-vectors"))]
 
     fig, axes = new_figure(size=(6.0, 3.4))
-    keys = {"static embedding": None, "BiLSTM": "bilstm", "Transformer": "transformer", "forward-only LSTM": "forward_only_lstm"}
-    within = [1.0 if key is None else figures[f"{key}_within_sense_cosine"] for key in keys.values()]
-    across = [1.0 if key is None else figures[f"{key}_across_sense_cosine"] for key in keys.values()]
+    keys = {"static embedding": "static", "BiLSTM": "bilstm", "Transformer": "transformer", "forward-only LSTM": "forward_only_lstm"}
+    within = [figures[f"{key}_within_sense_cosine"] for key in keys.values()]
+    across = [figures[f"{key}_across_sense_cosine"] for key in keys.values()]
     x = np.arange(len(keys))
     axes[0].bar(x - 0.2, within, width=0.4, color="#5a7bb5", label="same sense")
     axes[0].bar(x + 0.2, across, width=0.4, color="#d88a5a", label="different senses")
@@ -374,7 +370,7 @@ def contextual_embeddings(ctx: Context) -> Outcome:
              f"(AdamW, batch 64, mean-pooled head): BiLSTM hidden 32 per direction, embeddings 32 (lr 1e-2); Transformer "
              f"encoder d_model 64, 4 heads, 2 layers, d_ff 128 (lr 3e-3); forward-only LSTM hidden 32 (lr 1e-2); "
              f"the static embedding is the BiLSTM's input lookup table; vectors read at the top layer for {probe_size} "
-             f"held-out sentences" + (" — quick mode: fewer steps and sentences" if ctx.quick else ""))
+             f"probe sentences drawn apart from the training batches (the template space is small, so many also occur there)" + (" — quick mode: fewer steps and sentences" if ctx.quick else ""))
     return Outcome(passed=bool(passed), figures=figures, images=pictures, setup=setup)
 
 
@@ -424,6 +420,17 @@ def score_parallel(model: nn.Module, batch: dict[str, Tensor], length: int) -> T
     return model({**batch, "tgt_in": tgt_in})
 
 
+def time_per_token(run: Callable[[int], Any], length: int, repeats: int, min_total: float = 0.05) -> float:
+    """The fastest of at least `repeats` runs of `run(length)` (more until `min_total` seconds are spent, so that
+    short, cheap runs are timed many times), divided by `length`."""
+    times: list[float] = []
+    while len(times) < repeats or sum(times) < min_total:
+        began = time.perf_counter()
+        run(length)
+        times.append(time.perf_counter() - began)
+    return min(times) / length
+
+
 @experiment(
     name="sequential-vs-parallel-decoding",
     era="transformer",
@@ -451,10 +458,11 @@ def sequential_vs_parallel_decoding(ctx: Context) -> Outcome:
     }
     per_token: dict[str, list[float]] = {label: [] for label in methods}
     with torch_threads(1):
+        for method in methods.values():
+            method(lengths[0])  # warm-up
         for n in lengths:
             for label, method in methods.items():
-                timed = best_time(lambda method=method, n=n: method(n), repeats=repeats, warmup=1 if n == lengths[0] else 0)
-                per_token[label].append(timed / n)
+                per_token[label].append(time_per_token(method, n, repeats))
     upper = len(lengths) // 2
     slopes = {label: loglog_slope(lengths, times) for label, times in per_token.items()}
     uncached_upper = loglog_slope(lengths[upper:], per_token["Transformer, no cache (recompute prefix)"][upper:])
@@ -488,7 +496,7 @@ def sequential_vs_parallel_decoding(ctx: Context) -> Outcome:
     image = save(fig, ctx.image_path("time-per-token"))
     setup = (f"untrained models, vocabulary {DECODE_VOCAB}, {DECODE_BATCH} sources of {DECODE_SOURCE} tokens; seq2seq: "
              f"two-layer LSTM encoder–decoder, width {DECODE_WIDTH}; transformer: 2+2 layers, d_model {DECODE_WIDTH}, 4 heads, "
-             f"d_ff {4 * DECODE_WIDTH}; greedy generation of a fixed number of tokens (no <eos> stop); best of {repeats} "
-             f"timings on one thread; dotted: one pass over a known output of the same length (teacher forcing)"
+             f"d_ff {4 * DECODE_WIDTH}; greedy generation of a fixed number of tokens (no <eos> stop); best of ≥ {repeats} "
+             f"timings (more for short runs, ≥ 50 ms in all) on one thread; dotted: one pass over a known output of the same length (teacher forcing)"
              + (" — quick mode: lengths up to 256" if ctx.quick else ""))
     return Outcome(passed=bool(passed), figures=figures, images=[image], setup=setup)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Iterator
+from functools import partial
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -16,10 +17,10 @@ from matplotlib.ticker import NullLocator
 from torch import nn
 
 from seqlab.config import RunConfig, Spec, TrainConfig, config_from_dict
-from seqlab.data.synthetic import AddingSpec
+from seqlab.data.synthetic import AddingSpec, CopyMemorySpec
 from seqlab.data.base import IGNORE, GeneratedTask, TaskInfo
 from seqlab.diagnostics.gradients import gradient_flow, plot_gradient_flow
-from seqlab.diagnostics.profile import best_time, loglog_slope, peak_tensor_bytes
+from seqlab.diagnostics.profile import interleaved_best_times, loglog_slope, peak_tensor_bytes
 from seqlab.experiments.base import Context, Outcome, experiment
 from seqlab.models import build_model, count_parameters
 from seqlab.models.recurrent import RNNSpec
@@ -130,13 +131,13 @@ class _NextTokens(GeneratedTask):
         return {"inputs": tokens, "targets": tokens.roll(1, dims=1)}
 
 
-def _pass_time(spec: Spec, length: int, tokens: int, repeats: int, seed: int) -> float:
-    """Seconds for one optimiser step of the one trainer over `tokens` tokens cut into sequences of `length`."""
+def _training_pass(spec: Spec, length: int, tokens: int, seed: int) -> Callable[[], Any]:
+    """One optimiser step of the one trainer over `tokens` tokens cut into sequences of `length` (a closure)."""
     config = RunConfig(seed=seed, task=Spec(name="next_tokens"), model=spec,
                        train=TrainConfig(batch_size=tokens // length, progress=False, tensorboard=False))
     trainer = Trainer(config, task=_NextTokens(length, 32, seed))
     step = iter(range(10**6))
-    return best_time(lambda: trainer.train_step(next(step)), repeats=repeats)
+    return lambda: trainer.train_step(next(step))
 
 
 @experiment(
@@ -150,7 +151,7 @@ def _pass_time(spec: Spec, length: int, tokens: int, repeats: int, seed: int) ->
 )
 def parallelism(ctx: Context) -> Outcome:
     lengths = [16, 32, 64, 128, 256, 512]
-    tokens, repeats = ctx.pick(2048, 4096), ctx.pick(2, 5)
+    tokens, repeats = ctx.pick(2048, 4096), ctx.pick(4, 8)
     transformer = TransformerEncoderSpec(d_model=64, num_heads=4, num_layers=2, d_ff=256, dropout=0.0, causal=True)
     lstm = dict(cell="lstm", hidden_size=110, embedding_dim=64)
     models: dict[str, Spec] = {
@@ -161,7 +162,9 @@ def parallelism(ctx: Context) -> Outcome:
     info = TaskInfo(kind="tokens", output_dim=32, vocab_size=32)
     params = {name: count_parameters(build_model(spec, info)) for name, spec in models.items()}
     with one_thread():
-        times = {name: [_pass_time(spec, n, tokens, repeats, ctx.seed) for n in lengths] for name, spec in models.items()}
+        passes = {(name, n): _training_pass(spec, n, tokens, ctx.seed) for name, spec in models.items() for n in lengths}
+        best = interleaved_best_times(passes, repeats)
+    times = {name: [best[name, n] for n in lengths] for name in models}
     slopes = {name: loglog_slope(lengths, values) for name, values in times.items()}
     step_lstm, fused_lstm, trans = (slopes[name] for name in models)
 
@@ -182,7 +185,7 @@ def parallelism(ctx: Context) -> Outcome:
     figures["sequential_steps_per_layer"] = {"LSTM": "n", "Transformer": 1}
     passed = step_lstm >= 0.5 and trans <= 0.25
     setup = (f"{tokens} tokens per pass (batch = {tokens}/n), forward + backward + AdamW step of the one trainer, "
-             f"best of {repeats}, 1 CPU thread. The verdict compares seqlab's LSTM, which runs its n steps one after "
+             f"best of {repeats} interleaved runs, 1 CPU thread. The verdict compares seqlab's LSTM, which runs its n steps one after "
              f"another like a GPU launching one kernel per step, with the Transformer. Torch's fused CPU kernel "
              f"(slope {fused_lstm:.2f}) also takes n sequential steps, but on one CPU thread each step's cost "
              "shrinks with the batch, so its total stays flat: the sequential penalty needs hardware wide enough "
@@ -205,7 +208,7 @@ def parallelism(ctx: Context) -> Outcome:
 def complexity(ctx: Context) -> Outcome:
     d = 64
     sizes = [128 * 2**i for i in range(ctx.pick(6, 7))]  # up to 4096 (quick) or 8192 (full)
-    repeats = ctx.pick(2, 3)
+    repeats = ctx.pick(4, 6)
     torch.manual_seed(ctx.seed)
     lstm = nn.LSTM(d, d, batch_first=True)
 
@@ -221,14 +224,13 @@ def complexity(ctx: Context) -> Outcome:
         return lstm(x)[0]
 
     methods = {"softmax attention": softmax_attention, "linear attention": linear_attention, "LSTM": lstm_layer}
-    seconds: dict[str, list[float]] = {name: [] for name in methods}
-    peak: dict[str, list[int]] = {name: [] for name in methods}
+    inputs = {n: torch.randn(1, n, d) for n in sizes}
+    calls = {(name, n): partial(fn, inputs[n]) for name, fn in methods.items() for n in sizes}
     with one_thread(), torch.no_grad():
-        for n in sizes:
-            x = torch.randn(1, n, d)
-            for name, fn in methods.items():
-                seconds[name].append(best_time(lambda: fn(x), repeats=repeats))
-                peak[name].append(peak_tensor_bytes(lambda: fn(x))[1])
+        best = interleaved_best_times(calls, repeats)
+        peaks = {key: peak_tensor_bytes(call)[1] for key, call in calls.items()}
+    seconds = {name: [best[name, n] for n in sizes] for name in methods}
+    peak = {name: [peaks[name, n] for n in sizes] for name in methods}
     fit = [i for i, n in enumerate(sizes) if n >= 512]
     time_slope = {name: loglog_slope([sizes[i] for i in fit], [v[i] for i in fit]) for name, v in seconds.items()}
     memory_slope = {name: loglog_slope([sizes[i] for i in fit], [v[i] for i in fit]) for name, v in peak.items()}
@@ -256,7 +258,7 @@ def complexity(ctx: Context) -> Outcome:
     soft, lin, rnn = "softmax attention", "linear attention", "LSTM"
     passed = (abs(memory_slope[soft] - 2) <= 0.25 and time_slope[soft] >= 1.6
               and all(abs(memory_slope[m] - 1) <= 0.25 and time_slope[m] <= 1.4 for m in (lin, rnn)))
-    setup = (f"one sequence, d = {d}, one head, causal, forward pass without gradients, best of {repeats} on 1 CPU "
+    setup = (f"one sequence, d = {d}, one head, causal, forward pass without gradients, best of {repeats} interleaved runs on 1 CPU "
              "thread; softmax attention is the reference softmax(QKᵀ/√d)V that materialises the n×n weights "
              "(torch's fused flash kernel avoids storing them), linear attention the parallel cumulative-sum form "
              "(O(n·d²) memory), the LSTM torch's nn.LSTM returning all n outputs (the table's O(d) space is the "
@@ -322,7 +324,7 @@ def long_range_transformer(ctx: Context) -> Outcome:
     setup = (f"adding problem: 1-layer causal Transformer encoder (d_model 32, 4 heads, sinusoidal positions), "
              f"prediction read at the last position, AdamW 1e-2, {adding.steps} steps of batch 32")
     if copy is not None:
-        baseline = 10 * math.log(8) / (100 + 20)
+        baseline = TASKS.build(CopyMemorySpec(delay=100), ctx.seed).info.extra["memoryless_baseline_loss"]
         figures["copy_memory_delay"] = 100
         figures["copy_memory_test_loss"] = copy.final["test"]["loss"]
         figures["copy_memory_baseline_loss"] = baseline

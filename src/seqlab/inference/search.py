@@ -88,42 +88,42 @@ def greedy_search(model: nn.Module, batch: Batch, max_len_ratio: float = 1.5, ma
     limit = max_lengths(src_lengths, max_len_ratio, max_len_offset)
     memory = model.encode(batch)
     state = model.init_state(memory)
-    size = src_lengths.shape[0]
+    size, steps = src_lengths.shape[0], int(limit.max())
     device = next(iter(memory.values())).device
     tokens = torch.full((size,), BOS, dtype=torch.long, device=device)
-    rows = torch.arange(size)  # original sentence of each live row
-    outputs: list[list[int]] = [[] for _ in range(size)]
-    attentions: list[list[Tensor]] = [[] for _ in range(size)]
-    scores = [0.0] * size
-    t = 0
-    while rows.numel():
+    rows = torch.arange(size, device=device)  # original sentence of each live row
+    limit = limit.to(device)
+    outputs = torch.full((size, steps), EOS, dtype=torch.long, device=device)
+    scores = torch.zeros(size, device=device)
+    lengths = torch.zeros(size, dtype=torch.long, device=device)
+    attentions: Tensor | None = None
+    for t in range(steps):
         output, state, attention = model.step(memory, state, tokens)
         log_probs = _log_probs(output)
-        chosen = log_probs.argmax(-1)
-        chosen = torch.where((t + 1 >= limit[rows]).to(device), torch.full_like(chosen, EOS), chosen)
-        picked = log_probs.gather(1, chosen[:, None]).squeeze(1).cpu()
-        chosen_cpu = chosen.cpu()
-        for index, sentence in enumerate(rows.tolist()):
-            outputs[sentence].append(int(chosen_cpu[index]))
-            scores[sentence] += float(picked[index])
-            if attention is not None:
-                attentions[sentence].append(attention[index].float().cpu())
-        live = chosen_cpu != EOS
-        t += 1
+        chosen = torch.where(t + 1 >= limit[rows], EOS, log_probs.argmax(-1))
+        outputs[rows, t] = chosen
+        scores[rows] += log_probs.gather(1, chosen[:, None]).squeeze(1)
+        lengths[rows] = t + 1
+        if attention is not None:
+            if attentions is None:
+                attentions = torch.zeros(size, steps, attention.shape[-1], device=device)
+            attentions[rows, t] = attention.float()
+        live = chosen != EOS
+        if not bool(live.any()):
+            break
         if not bool(live.all()):
             keep = live.nonzero().squeeze(1)
-            keep_device = keep.to(device)
-            memory, state = _select(memory, keep_device), _select(state, keep_device)
-            rows, chosen = rows[keep], chosen.index_select(0, keep_device)
+            memory, state = _select(memory, keep), _select(state, keep)
+            rows, chosen = rows[keep], chosen[keep]
         tokens = chosen
     model.train(was_training)
+    outputs, scores, lengths = outputs.cpu(), scores.cpu(), lengths.cpu()
     hypotheses = []
     for sentence in range(size):
-        ids = outputs[sentence]
-        attention = torch.stack(attentions[sentence]) if attentions[sentence] else None
-        hypotheses.append(
-            Hypothesis(ids[:-1], scores[sentence], _crop(attention, int(src_lengths[sentence])), scores[sentence])
-        )
+        n = int(lengths[sentence])
+        rows_attention = None if attentions is None else attentions[sentence, :n, : int(src_lengths[sentence])].cpu()
+        score = float(scores[sentence])
+        hypotheses.append(Hypothesis(outputs[sentence, : n - 1].tolist(), score, rows_attention, score))
     return hypotheses
 
 
