@@ -249,8 +249,11 @@ class TranslationCodecs:
     @classmethod
     def from_task_state(cls, state: dict[str, Any]) -> "TranslationCodecs":
         if not isinstance(state, dict) or "source" not in state or "target" not in state:
-            raise UserError("this checkpoint was not trained on a translation task (its meta.json has no source/target vocabularies).")
-        return cls(Codec.from_state(state["source"]), Codec.from_state(state["target"]), int(state["max_len"]), str(state["bleu_tokenize"]))
+            raise UserError(
+                "this checkpoint was not trained on a translation task (its meta.json has no source/target vocabularies)."
+            )
+        source, target = Codec.from_state(state["source"]), Codec.from_state(state["target"])
+        return cls(source, target, int(state["max_len"]), str(state["bleu_tokenize"]))
 
 
 @TASKS.register("translation", TranslationSpec)

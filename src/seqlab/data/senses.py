@@ -31,7 +31,7 @@ CUES = ("before", "after", "both")
 
 SUBJECTS = ("i", "she", "he", "they", "we", "my father", "the farmer", "our neighbour", "the tourist", "a student")
 FRAMES = ("went to", "stopped at", "waited near", "walked to", "arrived at")
-#: one cue word per side, so that a hidden cue on one side can only be recovered from the other side
+#: the cue words: one before "bank" ("after borrowing ,") and one after it ("to get some cash")
 BEFORE = {"money": ("saving", "borrowing", "investing", "budgeting"), "river": ("fishing", "rowing", "swimming", "paddling")}
 AFTER = {"money": ("cash", "coins", "credit", "money"), "river": ("fish", "ducks", "reeds", "frogs")}
 NEUTRAL_BEFORE = ("in the morning ,", "yesterday ,", "after lunch ,", "on monday ,")
@@ -77,7 +77,6 @@ class SensesTask(GeneratedTask):
 
     def __init__(self, spec: SensesSpec, seed: int) -> None:
         super().__init__(seed, eval_size=spec.eval_size)
-        self.spec = spec
         self.vocab = vocabulary()
         self.word_id = self.vocab.stoi[WORD]
         self.info = TaskInfo(kind="classify", output_dim=len(SENSES), vocab_size=len(self.vocab),

@@ -3,7 +3,8 @@ source-length bucket (Bahdanau et al. 2014, Figure 2), and per-sentence hypothes
 
 The signature records every setting that changes the number (tokenisation, casing, smoothing, version);
 report it next to the score. For references that are already tokenised (Multi30k's ``*.lc.norm.tok.*``)
-use ``tokenize="none"`` so the score is computed on exactly those tokens.
+use ``tokenize="none"`` so the score is computed on exactly those tokens (sacreBLEU's warning about
+tokenised input is then silenced: it is what was asked for).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class TranslationScores:
 
 def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "13a", lowercase: bool = False) -> tuple[float, str]:
     """Corpus BLEU (Papineni et al. 2002) over one reference per sentence, and its sacreBLEU signature."""
-    metric = BLEU(tokenize=tokenize, lowercase=lowercase)
+    metric = BLEU(tokenize=tokenize, lowercase=lowercase, force=tokenize == "none")
     score = metric.corpus_score(list(hypotheses), [list(references)])
     return float(score.score), str(metric.get_signature())
 
@@ -101,7 +102,7 @@ def save_hypotheses(
     path: str | Path, sources: Sequence[str], hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "13a",
 ) -> Path:
     """One JSON line per sentence: index, source, hypothesis, reference and its sentence BLEU."""
-    metric = BLEU(tokenize=tokenize, effective_order=True)
+    metric = BLEU(tokenize=tokenize, effective_order=True, force=tokenize == "none")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:

@@ -110,8 +110,8 @@ def _bucket_bleu(buckets: list[Bucket]) -> dict[str, float]:
     "source-length bucket; the same model with (Luong dot) attention falls by ≤ 10 points",
 )
 def bottleneck(ctx: Context) -> Outcome:
-    max_len, steps, lr = ctx.pick(24, 50), ctx.pick(200, 1500), ctx.pick(1e-2, 3e-3)
-    edges = ctx.pick((10, 20), (10, 20, 30, 40))
+    max_len, steps, lr = ctx.pick(24, 40), ctx.pick(200, 600), ctx.pick(1e-2, 5e-3)
+    edges = ctx.pick((10, 20), (10, 20, 30))
     common = {"embed_size": 64, "hidden_size": 128, "num_layers": 1, "cell": "lstm"}
     models = {
         "no attention (Sutskever, reversed source)": {"name": "seq2seq", "reverse_source": True, **common},
@@ -163,12 +163,12 @@ def bottleneck(ctx: Context) -> Outcome:
     "Bahdanau (additive, from s_{t−1}) and the Luong (general, from h_t) model",
 )
 def alignment(ctx: Context) -> Outcome:
-    max_len, lr, hidden = ctx.pick(12, 30), ctx.pick(1e-2, 3e-3), ctx.pick(64, 128)
+    max_len, lr, hidden = ctx.pick(12, 20), ctx.pick(1e-2, 5e-3), 64
     models = {
         "Bahdanau (additive)": ({"name": "bahdanau", "embed_size": 64, "hidden_size": hidden, "attention_size": hidden // 2,
-                                 "maxout_size": hidden // 2}, ctx.pick(300, 1500)),
+                                 "maxout_size": hidden // 2}, ctx.pick(300, 1000)),
         "Luong (general)": ({"name": "luong", "embed_size": 64, "hidden_size": hidden, "num_layers": 1, "score": "general",
-                             "input_feeding": False}, ctx.pick(150, 1000)),
+                             "input_feeding": False}, ctx.pick(150, 500)),
     }
     rates: dict[str, float] = {}
     examples: dict[str, dict[str, Any]] = {}
@@ -224,7 +224,7 @@ def time_per_step(score: str, batch: int, src: int, hidden: int, repeats: int, c
 )
 def attention_scorers(ctx: Context) -> Outcome:
     scores = ("dot", "general", "concat", "additive")
-    max_len, steps, lr = ctx.pick(10, 30), ctx.pick(180, 1000), ctx.pick(1e-2, 3e-3)
+    max_len, steps, lr = ctx.pick(10, 20), ctx.pick(180, 500), ctx.pick(1e-2, 5e-3)
     bleu: dict[str, float] = {}
     with single_thread():
         task = synthetic_task(ctx.seed, max_len, ctx.pick(200, 1000))

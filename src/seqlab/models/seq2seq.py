@@ -268,7 +268,8 @@ class BahdanauSpec(RecurrentSpec):
 
 
 class Bahdanau(EncoderDecoder):
-    """Bahdanau et al. 2014, eqs. 4–6: c_i = Σ_j α_ij h_j from s_{i−1}; s_i = f(s_{i−1}, y_{i−1}, c_i); p(y_i) = g(y_{i−1}, s_i, c_i)."""
+    """Bahdanau et al. 2014, eqs. 4–6: c_i = Σ_j α_ij h_j with α from s_{i−1}; s_i = f(s_{i−1}, y_{i−1}, c_i);
+    p(y_i | …) = g(y_{i−1}, s_i, c_i)."""
 
     def __init__(self, spec: BahdanauSpec, info: TaskInfo) -> None:
         super().__init__(spec.teacher_forcing)
@@ -277,7 +278,9 @@ class Bahdanau(EncoderDecoder):
         self.hidden_size, self.lstm = H, spec.cell == "lstm"
         self.src_embed = nn.Embedding(info.vocab_size, E, padding_idx=info.pad_id)
         self.tgt_embed = nn.Embedding(info.output_dim, E, padding_idx=info.pad_id)
-        self.encoder = RecurrentStack(spec.cell, E, H, spec.encoder_layers, bidirectional=True, dropout=spec.dropout, init=spec.init)
+        self.encoder = RecurrentStack(
+            spec.cell, E, H, spec.encoder_layers, bidirectional=True, dropout=spec.dropout, init=spec.init
+        )
         self.W_s = nn.Linear(H, H)  # s_0 = tanh(W_s ←h_1)
         self.attention = build_attention(spec.score, H, 2 * H, spec.attention_size or H)
         self.decoder = RecurrentStack(spec.cell, E + 2 * H, H, 1, init=spec.init)
@@ -345,14 +348,24 @@ class Luong(EncoderDecoder):
     def encode(self, batch: Batch) -> Memory:
         h_bar, final = self.encoder(self.drop(self.src_embed(batch["src"])), batch["src_lengths"])
         initial = batch_first_state(final)
-        memory = {"annotations": h_bar, "keys": self.attention.project_keys(h_bar), "mask": source_mask(batch), "h0": initial["h"]}
+        memory = {
+            "annotations": h_bar,  # (batch, src, H)
+            "keys": self.attention.project_keys(h_bar),
+            "mask": source_mask(batch),
+            "h0": initial["h"],
+        }
         if "c" in initial:
             memory["c0"] = initial["c"]
         return memory
 
     def init_state(self, memory: Memory) -> dict[str, Tensor]:
         h0 = memory["h0"]
-        state = {"h": h0, "feed": h0.new_zeros(h0.shape[0], h0.shape[2]), "t": torch.zeros(h0.shape[0], dtype=torch.long, device=h0.device)}
+        batch_size = h0.shape[0]
+        state = {
+            "h": h0,
+            "feed": h0.new_zeros(batch_size, h0.shape[2]),  # h̃_0 = 0
+            "t": torch.zeros(batch_size, dtype=torch.long, device=h0.device),  # target position, for local-m
+        }
         if "c0" in memory:
             state["c"] = memory["c0"]
         return state
