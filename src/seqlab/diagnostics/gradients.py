@@ -199,12 +199,13 @@ class GradientHealth(Callback):
     """Flags parameters whose gradient norm is below `vanishing` or above `exploding` (or not finite).
 
     Every step it logs the smallest and largest parameter-gradient norm and how many parameters were
-    flagged; `events` keeps (step, parameter, norm, kind) and the first flag of each parameter is
-    also written to the ``seqlab.gradients`` logger.
+    flagged; `events` keeps (step, parameter, norm, kind) and, with `warn`, the first flag of each
+    parameter is also written to the ``seqlab.gradients`` logger.
     """
 
     vanishing: float = 1e-7
     exploding: float = 1e3
+    warn: bool = True
     events: list[dict[str, Any]] = field(default_factory=list)
     _warned: set[tuple[str, str]] = field(default_factory=set)
 
@@ -219,7 +220,7 @@ class GradientHealth(Callback):
                 continue
             counts[kind] += 1
             self.events.append({"step": step, "parameter": name, "norm": norm, "kind": kind})
-            if (name, kind) not in self._warned:
+            if self.warn and (name, kind) not in self._warned:
                 self._warned.add((name, kind))
                 LOG.warning("step %d: %s gradient of %s, norm %.3g", step, kind, name, norm)
         return {
