@@ -38,7 +38,7 @@ def test_stop_at_target_ends_training_once_reached() -> None:
 
 def test_spectral_radius_rescaling() -> None:
     trainer = Trainer(config_from_dict(tiny_adding(1)))
-    scale_spectral_radius(1.5)(trainer)
+    scale_spectral_radius(trainer, 1.5)
     radius = torch.linalg.eigvals(trainer.model.stack.cells[0].W_hh.detach()).abs().max()
     assert abs(float(radius) - 1.5) < 1e-4
 

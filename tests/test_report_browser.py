@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from seqlab.experiments import EXPERIMENTS
 from seqlab.tour import run_tour
 
 pytestmark = pytest.mark.browser
@@ -32,8 +33,9 @@ def _driver():
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole quick tour, as a new user's first command runs it."""
     out = tmp_path_factory.mktemp("tour")
-    run_tour("quick", out, only=["xor"], seed=0)
+    run_tour("quick", out, seed=0)
     return out
 
 
@@ -52,6 +54,13 @@ def test_report_loads_without_console_errors_and_all_images_render(report: Path,
     assert images, "the report has no pictures"
     widths = [browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) for img in images]
     assert all(width and width > 0 for width in widths), widths
+
+
+def test_every_registered_experiment_ran_without_error(report: Path) -> None:
+    results = json.loads((report / "results.json").read_text())
+    assert [e["name"] for e in results["experiments"]] == list(EXPERIMENTS)
+    assert [e["name"] for e in results["experiments"] if e["verdict"] == "error"] == []
+    assert all(e["images"] for e in results["experiments"]), "every experiment shows at least one picture"
 
 
 def test_summary_has_one_row_per_experiment_and_links_land_on_sections(report: Path, browser) -> None:

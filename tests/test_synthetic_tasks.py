@@ -69,6 +69,11 @@ def test_delayed_recall_stream_is_contiguous_and_asks_each_key_distance_steps_la
     assert torch.all(asked[:, 1] % 7 == 6)
     assert torch.equal(full["targets"][asked[:, 0], asked[:, 1]], full["inputs"][asked[:, 0], asked[:, 1] - 6])
     assert full["inputs"][:, ::7].max() <= 3  # keys open every episode
+    several = build(name="delayed_recall", distance=4, queries=3, n_keys=2).stream_window(2, 0, 14)
+    asked = (several["targets"] != IGNORE).nonzero()
+    assert sorted(set(asked[:, 1].tolist())) == [4, 5, 6, 11, 12, 13]  # period 7: asked 4, 5 and 6 steps after the key
+    keys = several["inputs"][asked[:, 0], (asked[:, 1] // 7) * 7]
+    assert torch.equal(several["targets"][asked[:, 0], asked[:, 1]], keys)
 
 
 def test_future_context_tags_each_step_with_a_later_token() -> None:

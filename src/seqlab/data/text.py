@@ -104,8 +104,8 @@ class LanguageModelTask(Task, StreamTask):
 
     def _init_text(self, text: str) -> None:
         tokens = tokenize(text, self.spec.level)
-        n_train, n_val, _ = split_sizes(len(tokens), self.spec.val_fraction, self.spec.test_fraction)
-        if n_val < 2 or n_train <= self.spec.block_size:
+        n_train, n_val, n_test = split_sizes(len(tokens), self.spec.val_fraction, self.spec.test_fraction)
+        if min(n_val, n_test) < 2 or n_train <= self.spec.block_size:
             raise DataFileError(
                 f"{self.spec.path} holds {len(tokens)} {self.spec.level} tokens: too few for block_size "
                 f"{self.spec.block_size} with these split fractions; use a longer file or a smaller task.block_size."

@@ -1,0 +1,91 @@
+"""Time to quality on Multi30k: train a config for a wall-clock budget, then measure what it gives.
+
+Trains with the one `seqlab` trainer (`train.time_budget_s` = the budget; time spent evaluating is not
+counted), then translates test_2016_flickr greedy and with beam 5 (`benchmarks/decode_speed.py`, the
+`seqlab eval` protocol) and prints:
+
+- training throughput: non-padding target tokens per second of whole training steps;
+- epochs done (target tokens trained on / target tokens in the training split);
+- peak resident memory of the process (getrusage maxrss) and the parameter count;
+- BLEU greedy and beam 5 with their decoding times.
+
+    python benchmarks/multi30k_budget.py configs/multi30k/transformer_reference.yaml --budget 720 --threads 1
+    python benchmarks/multi30k_budget.py configs/multi30k/rnn_reference.yaml --budget 120 --threads 1 --no-bleu
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from seqlab.config import load_config
+from seqlab.data.parallel import TranslationCodecs
+from seqlab.inference.translate import Translator
+from seqlab.training.trainer import Callback, Trainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from decode_speed import decode_test_set  # noqa: E402
+
+
+class TargetCounter(Callback):
+    """Sums the non-padding target tokens of every training step."""
+
+    def __init__(self) -> None:
+        self.targets = 0.0
+
+    def on_step_end(self, trainer: Trainer, step: int, logs: dict[str, float]) -> None:
+        self.targets += logs["targets"]
+
+
+def peak_memory_gib() -> float:
+    """Peak resident set size of this process so far (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="a translation run config, e.g. configs/multi30k/transformer_reference.yaml")
+    parser.add_argument("--budget", type=float, default=720.0, help="training seconds (default 720 = 12 minutes)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a config key")
+    parser.add_argument("--out", help="run directory (default: a temporary one, deleted at the end)")
+    parser.add_argument("--beam", type=int, default=5, help="beam size compared with greedy (default 5)")
+    parser.add_argument("--no-bleu", action="store_true", help="only train (throughput, epochs, memory)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = [*args.set, f"train.time_budget_s={args.budget}", "train.progress=false"]
+    if args.threads:
+        overrides.append(f"train.threads={args.threads}")
+    config = load_config(args.config, overrides)
+    with tempfile.TemporaryDirectory(prefix="multi30k_budget_") as scratch:
+        counter = TargetCounter()
+        trainer = Trainer(config, out_dir=args.out or scratch, callbacks=(counter,))
+        result = trainer.fit()
+        epoch_targets = sum(len(target) + 1 for target in trainer.task.data["train"].targets)  # + <eos>
+        threads = torch.get_num_threads()
+        print(f"config {args.config}; {threads} thread(s); budget {args.budget:.0f} s")
+        print(f"parameters: {result.parameters:,}")
+        print(f"trained {result.steps} steps in {result.seconds:.1f} s: "
+              f"{counter.targets / result.seconds:,.0f} target tokens/s, {counter.targets / epoch_targets:.2f} epochs")
+        print(f"final validation loss {result.final['val']['loss']:.3f}, test loss {result.final['test']['loss']:.3f}")
+        if not args.no_bleu:
+            codecs = TranslationCodecs.from_task_state(trainer.task.state_dict())
+            translator = Translator(result.model, codecs)
+            for beam in (1, args.beam):
+                print(decode_test_set(translator, beam).line(), flush=True)
+        print(f"peak memory (maxrss): {peak_memory_gib():.2f} GiB")
+    print("reproduce: python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
