@@ -7,7 +7,9 @@ counted), then translates test_2016_flickr greedy and with beam 5 (`benchmarks/d
 - training throughput: non-padding target tokens per second of whole training steps;
 - epochs done (target tokens trained on / target tokens in the training split);
 - peak resident memory of the process (getrusage maxrss) and the parameter count;
-- BLEU greedy and beam 5 with their decoding times.
+- BLEU greedy and beam 5 with their decoding times;
+- with --flops: model FLOP/s (matrix-multiply FLOPs of forward + backward, counted by torch's FlopCounterMode
+  over a few extra training steps, times the measured throughput) as a fraction of the measured GEMM peak.
 
     python benchmarks/multi30k_budget.py configs/multi30k/transformer_reference.yaml --budget 720 --threads 1
     python benchmarks/multi30k_budget.py configs/multi30k/rnn_reference.yaml --budget 120 --threads 1 --no-bleu
@@ -22,7 +24,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import time
+
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from seqlab.config import load_config
 from seqlab.data.parallel import TranslationCodecs
@@ -30,7 +35,7 @@ from seqlab.inference.translate import Translator
 from seqlab.training.trainer import Callback, Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from decode_speed import decode_test_set  # noqa: E402
+from decode_speed import decode_test_set
 
 
 class TargetCounter(Callback):
@@ -48,6 +53,25 @@ def peak_memory_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def flops_per_target(trainer: Trainer, first_step: int, steps: int) -> float:
+    """Forward + backward matmul FLOPs per non-padding target token, over `steps` more training steps."""
+    targets = 0.0
+    with FlopCounterMode(display=False) as counter:
+        for step in range(first_step, first_step + steps):
+            targets += trainer.train_step(step)["targets"]
+    return counter.get_total_flops() / targets
+
+
+def gemm_peak(size: int = 1024, repeats: int = 20) -> float:
+    """FLOP/s of a square fp32 matrix multiplication with the current thread count."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    began = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - began)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="a translation run config, e.g. configs/multi30k/transformer_reference.yaml")
@@ -57,6 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", help="run directory (default: a temporary one, deleted at the end)")
     parser.add_argument("--beam", type=int, default=5, help="beam size compared with greedy (default 5)")
     parser.add_argument("--no-bleu", action="store_true", help="only train (throughput, epochs, memory)")
+    parser.add_argument("--flops", action="store_true", help="also model FLOP/s vs the GEMM peak (after BLEU)")
     return parser.parse_args(argv)
 
 
@@ -82,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
             translator = Translator(result.model, codecs)
             for beam in (1, args.beam):
                 print(decode_test_set(translator, beam).line(), flush=True)
+        if args.flops:
+            model_flops = flops_per_target(trainer, result.steps, 20) * counter.targets / result.seconds
+            peak = gemm_peak()
+            print(f"model FLOP/s: {model_flops / 1e9:.1f} G = {model_flops / peak:.0%} of the fp32 GEMM peak "
+                  f"({peak / 1e9:.1f} GFLOP/s, 1024x1024, {threads} thread(s))")
         print(f"peak memory (maxrss): {peak_memory_gib():.2f} GiB")
     print("reproduce: python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]))
     return 0

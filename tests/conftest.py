@@ -80,6 +80,13 @@ def config_file(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """One torch thread for the whole run: the models under test are tiny, and on a 2-core machine a second
+    thread costs more in synchronisation than it gains."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _restore_torch_threads():
     """A trainer with `train.threads` set changes torch's global thread count; put it back after each test."""

@@ -15,13 +15,6 @@ from seqlab.nn.attention import (
 B, T, S, D = 3, 4, 7, 6
 LENGTHS = torch.tensor([7, 4, 1])
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    """Tiny tensors: one thread is fastest, and much faster on a busy machine (conftest restores the count)."""
-    torch.set_num_threads(1)
-
-
-
 @pytest.fixture
 def inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)

@@ -3,7 +3,6 @@ ConvS2S's GLU blocks and attention, incremental steps equal to full recomputatio
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from seqlab.data.base import TaskInfo
@@ -11,12 +10,6 @@ from seqlab.inference.search import beam_search, greedy_search
 from seqlab.models.convs2s import ConvS2S, ConvS2SSpec
 from seqlab.models.language import WaveNetLM, WaveNetLMSpec
 from seqlab.nn.convolution import CausalConv1d, WaveNetStack, glu
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    """One torch thread: on a shared 2-core machine, more threads mostly wait on each other."""
-    torch.set_num_threads(1)
 
 
 def test_causal_conv_is_the_dilated_sum_over_the_past() -> None:

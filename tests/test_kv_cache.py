@@ -12,12 +12,6 @@ from seqlab.inference.search import beam_search, greedy_search
 from seqlab.models.transformer import TransformerLM, TransformerLMSpec, TransformerSeq2Seq, TransformerSpec
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    """One torch thread: on a shared 2-core machine, more threads mostly wait on each other."""
-    torch.set_num_threads(1)
-
-
 BOS, EOS = 2, 3
 
 

@@ -16,12 +16,6 @@ from seqlab.models.transformer import TransformerLMSpec
 from seqlab.training import Trainer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    """One torch thread: on a shared 2-core machine, more threads mostly wait on each other."""
-    torch.set_num_threads(1)
-
-
 REPO = Path(__file__).resolve().parents[1]
 V = 12
 INFO = TaskInfo(kind="tokens", output_dim=V, vocab_size=V)

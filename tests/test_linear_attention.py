@@ -3,18 +3,11 @@ independent quadratic computation; the module runs either form and keeps a const
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from seqlab.nn.linear_attention import (
     LinearAttention, causal_linear_attention, elu_feature_map, fast_weight_step, recurrent_linear_attention,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    """One torch thread: on a shared 2-core machine, more threads mostly wait on each other."""
-    torch.set_num_threads(1)
 
 
 def _inputs(seed: int, batch: int = 3, heads: int = 2, T: int = 50, d_k: int = 8, d_v: int = 6) -> tuple[torch.Tensor, ...]:

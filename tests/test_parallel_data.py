@@ -20,13 +20,6 @@ from seqlab.training.trainer import Trainer
 
 MULTI30K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    """Tiny tensors: one thread is fastest, and much faster on a busy machine (conftest restores the count)."""
-    torch.set_num_threads(1)
-
-
-
 def write(path: Path, lines: list[str], gz: bool = False) -> Path:
     data = "".join(line + "\n" for line in lines).encode("utf-8")
     path.write_bytes(gzip.compress(data) if gz else data)

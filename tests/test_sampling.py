@@ -16,12 +16,6 @@ from seqlab.training import Trainer
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    """One torch thread: on a shared 2-core machine, more threads mostly wait on each other."""
-    torch.set_num_threads(1)
-
-
 def test_top_k_keeps_the_k_most_probable() -> None:
     logits = torch.tensor([[1.0, 5.0, 3.0, 4.0, 2.0]])
     kept = torch.isfinite(filter_logits(logits, top_k=2))
@@ -62,7 +56,6 @@ def names_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("names")
     names = folder / "names.txt"
     names.write_text("\n".join(["anna", "emma", "ella", "ava", "mia", "noa", "lena", "nora"] * 20), encoding="utf-8")
-    torch.set_num_threads(1)
     config = load_config(REPO / "configs" / "lm" / "names_linear_transformer.yaml", [
         f"task.path={names}", "train.steps=80", "train.eval_every=0", "train.progress=false",
         "train.tensorboard=false", "train.threads=1", "train.time_budget_s=null", f"out_dir={folder / 'run'}",

@@ -17,13 +17,6 @@ from seqlab.models.seq2seq import Bahdanau, BahdanauSpec, Luong, LuongSpec, Suts
 
 A, B_, C = 4, 5, 6  # the toy decoder's three words
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    """Tiny tensors: one thread is fastest, and much faster on a busy machine (conftest restores the count)."""
-    torch.set_num_threads(1)
-
-
-
 class MarkovDecoder(nn.Module):
     """A hand-built decoder: p(next | previous token) from a fixed table; attention = one-hot on the step."""
 

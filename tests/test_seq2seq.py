@@ -28,13 +28,6 @@ SPECS = [
     {"name": "luong", "num_layers": 1, "score": "additive", "local": "predictive", "window": 2, "input_feeding": False, **SMALL},
 ]
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    """Tiny tensors: one thread is fastest, and much faster on a busy machine (conftest restores the count)."""
-    torch.set_num_threads(1)
-
-
-
 def build(spec: dict) -> torch.nn.Module:
     torch.manual_seed(0)
     config = config_from_dict({"task": {"name": "synthetic_translation"}, "model": spec})

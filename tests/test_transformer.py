@@ -24,12 +24,6 @@ from seqlab.nn.transformer import (
 from seqlab.training import Trainer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    """One torch thread: on a shared 2-core machine, more threads mostly wait on each other."""
-    torch.set_num_threads(1)
-
-
 D, H = 16, 4
 
 

@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from seqlab.cli import main
 from seqlab.config import config_from_dict
@@ -17,15 +16,9 @@ from seqlab.training import train
 SENTENCES = ["old king sees red bird", "", "child sleeps and dog runs"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Bahdanau model trained for a few seconds; only its checkpoint directory is kept (moved elsewhere)."""
-    torch.set_num_threads(1)
     run = tmp_path_factory.mktemp("run")
     config = config_from_dict({
         "seed": 0,

@@ -9,10 +9,9 @@ run single-threaded (the previous thread count is restored afterwards).
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,21 +22,11 @@ from seqlab.data.base import IGNORE
 from seqlab.data.translation_synthetic import SyntheticTranslationSpec, SyntheticTranslationTask
 from seqlab.diagnostics.attention_maps import alignment_error_rate, alignment_from_attention, draw_attention
 from seqlab.evaluation.bleu import Bucket, bleu_by_length, corpus_bleu
-from seqlab.experiments.base import Context, Outcome, experiment
+from seqlab.experiments.base import Context, Outcome, experiment, torch_threads
 from seqlab.inference.search import greedy_search
 from seqlab.nn.attention import build_attention
 from seqlab.report.plots import new_figure, save
 from seqlab.training import train
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def synthetic_task(seed: int, max_len: int, eval_size: int) -> SyntheticTranslationTask:
@@ -118,7 +107,7 @@ def bottleneck(ctx: Context) -> Outcome:
         "attention (Luong, dot)": {"name": "luong", "score": "dot", "input_feeding": False, **common},
     }
     curves: dict[str, list[Bucket]] = {}
-    with single_thread():
+    with torch_threads(1):
         task = synthetic_task(ctx.seed, max_len, ctx.pick(400, 1000))
         for label, spec in models.items():
             model = train_on(task, spec, steps, ctx.seed, lr)
@@ -172,7 +161,7 @@ def alignment(ctx: Context) -> Outcome:
     }
     rates: dict[str, float] = {}
     examples: dict[str, dict[str, Any]] = {}
-    with single_thread():
+    with torch_threads(1):
         task = synthetic_task(ctx.seed, max_len, ctx.pick(256, 1000))
         for label, (spec, steps) in models.items():
             model = train_on(task, spec, steps, ctx.seed, lr)
@@ -226,7 +215,7 @@ def attention_scorers(ctx: Context) -> Outcome:
     scores = ("dot", "general", "concat", "additive")
     max_len, steps, lr = ctx.pick(10, 20), ctx.pick(180, 500), ctx.pick(1e-2, 5e-3)
     bleu: dict[str, float] = {}
-    with single_thread():
+    with torch_threads(1):
         task = synthetic_task(ctx.seed, max_len, ctx.pick(200, 1000))
         for score in scores:
             spec = {"name": "luong", "embed_size": 64, "hidden_size": 64, "num_layers": 1, "score": score,

@@ -3,10 +3,9 @@ contextual embedding buys over a static one, and what a key/value cache does for
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -18,7 +17,7 @@ from seqlab.data.base import TaskInfo
 from seqlab.data.senses import CUES, SENSES, SensesTask
 from seqlab.diagnostics.gradients import gradient_flow
 from seqlab.diagnostics.profile import loglog_slope
-from seqlab.experiments.base import Context, Outcome, experiment
+from seqlab.experiments.base import Context, Outcome, experiment, torch_threads
 from seqlab.models import build_model
 from seqlab.models.seq2seq import Seq2SeqSpec
 from seqlab.models.transformer import TransformerSpec
@@ -44,17 +43,6 @@ class StopAtAccuracy(Callback):
     def on_step_end(self, trainer: Trainer, step: int, logs: dict[str, float]) -> None:
         if step % self.every == 0 and trainer.evaluate("val")["accuracy"] >= self.target:
             trainer.stopped_early = True
-
-
-@contextlib.contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run the block with `count` intra-op threads, then restore the previous number."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 # -- initialisation ------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import torch
 from seqlab.config import config_from_dict
 from seqlab.data.synthetic import featurize
 from seqlab.diagnostics.gradients import GradientFlow, GradientHealth, gradient_flow, plot_gradient_flow
-from seqlab.experiments.base import Context, Outcome, experiment
+from seqlab.experiments.base import Context, Outcome, experiment, torch_threads
 from seqlab.registry import TASKS
 from seqlab.report.plots import new_figure, save
 from seqlab.training import Callback, Trainer, TrainResult
@@ -55,12 +55,8 @@ def single_threaded(fn: Callable[[Context], Outcome]) -> Callable[[Context], Out
 
     @functools.wraps(fn)
     def run(ctx: Context) -> Outcome:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             return fn(ctx)
-        finally:
-            torch.set_num_threads(previous)
 
     return run
 

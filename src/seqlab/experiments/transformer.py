@@ -6,10 +6,9 @@ threads mostly wait on each other, and one thread makes the comparison between m
 
 from __future__ import annotations
 
-import contextlib
 import math
 from functools import partial
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -21,7 +20,7 @@ from seqlab.data.synthetic import AddingSpec, CopyMemorySpec
 from seqlab.data.base import IGNORE, GeneratedTask, TaskInfo
 from seqlab.diagnostics.gradients import gradient_flow, plot_gradient_flow
 from seqlab.diagnostics.profile import interleaved_best_times, loglog_slope, peak_tensor_bytes
-from seqlab.experiments.base import Context, Outcome, experiment
+from seqlab.experiments.base import Context, Outcome, experiment, torch_threads
 from seqlab.models import build_model, count_parameters
 from seqlab.models.recurrent import RNNSpec
 from seqlab.models.transformer import TransformerEncoderModel, TransformerEncoderSpec, TransformerLMSpec
@@ -30,16 +29,6 @@ from seqlab.nn.transformer import attention_mask, scaled_dot_product_attention, 
 from seqlab.registry import TASKS
 from seqlab.report.plots import new_figure, save
 from seqlab.training import Trainer
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(config: dict[str, Any]) -> Any:
@@ -61,7 +50,7 @@ def _train(config: dict[str, Any]) -> Any:
     "(≤ 60%); with sinusoidal encoding it is solved (≥ 95%)",
 )
 def positional_encoding(ctx: Context) -> Outcome:
-    with one_thread():
+    with torch_threads(1):
         info = TaskInfo(kind="tokens", output_dim=10, vocab_size=10)
         g = torch.Generator().manual_seed(ctx.seed)
         tokens = torch.randint(1, 10, (8, 16), generator=g)
@@ -161,7 +150,7 @@ def parallelism(ctx: Context) -> Outcome:
     }
     info = TaskInfo(kind="tokens", output_dim=32, vocab_size=32)
     params = {name: count_parameters(build_model(spec, info)) for name, spec in models.items()}
-    with one_thread():
+    with torch_threads(1):
         passes = {(name, n): _training_pass(spec, n, tokens, ctx.seed) for name, spec in models.items() for n in lengths}
         best = interleaved_best_times(passes, repeats)
     times = {name: [best[name, n] for n in lengths] for name in models}
@@ -226,7 +215,7 @@ def complexity(ctx: Context) -> Outcome:
     methods = {"softmax attention": softmax_attention, "linear attention": linear_attention, "LSTM": lstm_layer}
     inputs = {n: torch.randn(1, n, d) for n in sizes}
     calls = {(name, n): partial(fn, inputs[n]) for name, fn in methods.items() for n in sizes}
-    with one_thread(), torch.no_grad():
+    with torch_threads(1), torch.no_grad():
         best = interleaved_best_times(calls, repeats)
         peaks = {key: peak_tensor_bytes(call)[1] for key, call in calls.items()}
     seconds = {name: [best[name, n] for n in sizes] for name in methods}
@@ -288,7 +277,7 @@ def long_range_transformer(ctx: Context) -> Outcome:
     length = ctx.pick(100, 200)
     encoder = {"name": "transformer_encoder", "d_model": 32, "num_heads": 4, "d_ff": 64, "dropout": 0.0}
     train = {"batch_size": 32, "lr": 1e-2, "warmup_steps": 20, "betas": [0.9, 0.98]}
-    with one_thread():
+    with torch_threads(1):
         adding = _train({
             "seed": ctx.seed, "task": {"name": "adding", "length": length, "eval_size": 500},
             "model": {**encoder, "num_layers": 1, "causal": True, "pooling": "last"},
@@ -363,7 +352,7 @@ def fast_weights(ctx: Context) -> Outcome:
 
     task = {"name": "delayed_recall", "distance": 10, "episodes": 2, "eval_size": 256}
     lm = {"name": "transformer_lm", "d_model": 32, "num_heads": 4, "num_layers": 2, "d_ff": 64, "dropout": 0.0}
-    with one_thread():
+    with torch_threads(1):
         run = _train({
             "seed": ctx.seed, "task": task, "model": {**lm, "attention": "linear"},
             "train": {"steps": ctx.pick(200, 600), "batch_size": 32, "lr": 3e-3, "warmup_steps": 20},
