@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         unknown = set(args.only) - {p.stem for p in paths}
         if unknown:
-            raise SystemExit(f"no config {', '.join(sorted(unknown))} in {CONFIGS}; known: {', '.join(p.stem for p in paths)}")
+            known = ", ".join(p.stem for p in paths)
+            raise SystemExit(f"no config {', '.join(sorted(unknown))} in {CONFIGS}; known: {known}")
         paths = [p for p in paths if p.stem in args.only]
     print(f"{'config':<26} {'test loss':>9} {'params':>9} {'seconds':>8}   makemore (loss, params)", flush=True)
     for path in paths:
@@ -78,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         if reference is not None:
             model, loss, params = reference
             verdict = "equal or lower" if figures["test_loss"] <= loss else "higher"
-            versus = f"{model} {loss:.2f} ({params:,} params), seqlab {verdict}" if params else f"{model} {loss:.2f}, seqlab {verdict}"
-        print(f"{path.stem:<26} {figures['test_loss']:>9.3f} {figures['parameters']:>9,} {figures['seconds']:>8.1f}   {versus}",
-              flush=True)
+            size = f" ({params:,} params)" if params else ""
+            versus = f"{model} {loss:.2f}{size}, seqlab {verdict}"
+        row = f"{figures['test_loss']:>9.3f} {figures['parameters']:>9,} {figures['seconds']:>8.1f}"
+        print(f"{path.stem:<26} {row}   {versus}", flush=True)
     for model, loss in MAKEMORE_ONLY.items():
         print(f"{'(no config)':<26} {'—':>9} {'—':>9} {'—':>8}   {model} {loss:.2f}")
     print("reproduce: python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]))

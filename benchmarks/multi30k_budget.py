@@ -22,9 +22,8 @@ import resource
 import shlex
 import sys
 import tempfile
-from pathlib import Path
-
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
