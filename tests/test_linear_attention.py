@@ -75,7 +75,7 @@ def test_non_causal_form_and_padding() -> None:
     v = attention.split_heads(attention.W_v(x[:1]))
     scores = phi_q @ phi_k.transpose(-2, -1)
     heads = (scores @ v) / (scores.sum(-1, keepdim=True) + 1e-6)
-    torch.testing.assert_close(out[:1], attention._merge(heads))
+    torch.testing.assert_close(out[:1], attention.merge_heads(heads))
 
 
 @torch.no_grad()

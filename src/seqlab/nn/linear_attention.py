@@ -71,10 +71,6 @@ class LinearAttention(MultiHeadAttention):
     def __init__(self, d_model: int, num_heads: int, bias: bool = True) -> None:
         super().__init__(d_model, num_heads, dropout=0.0, fast=False, bias=bias)
 
-    def _merge(self, heads: Tensor) -> Tensor:
-        batch, _, length, _ = heads.shape
-        return self.W_o(heads.transpose(1, 2).reshape(batch, length, self.num_heads * self.d_k))
-
     def forward(
         self,
         query: Tensor,
@@ -97,7 +93,7 @@ class LinearAttention(MultiHeadAttention):
         else:
             W = v.transpose(-2, -1) @ phi_k  # (batch, heads, d_v, d_k): every key written once
             heads = (phi_q @ W.transpose(-2, -1)) / ((phi_q * phi_k.sum(-2, keepdim=True)).sum(-1, keepdim=True) + EPS)
-        return self._merge(heads), None
+        return self.merge_heads(heads), None
 
     def empty_cache(self, batch_size: int, like: Tensor) -> Cache:
         """Fast weights W_0 = 0 (batch, heads, d_v, d_k) and normaliser z_0 = 0 (batch, heads, d_k)."""
@@ -116,4 +112,4 @@ class LinearAttention(MultiHeadAttention):
         for t in range(x_t.shape[1]):
             y_t, W, z = fast_weight_step(W, z, phi_q[:, :, t], phi_k[:, :, t], v[:, :, t])
             outputs.append(y_t)
-        return self._merge(torch.stack(outputs, dim=2)), {"W": W, "z": z}
+        return self.merge_heads(torch.stack(outputs, dim=2)), {"W": W, "z": z}

@@ -76,6 +76,11 @@ class MultiHeadAttention(nn.Module):
         batch, length, _ = x.shape
         return x.view(batch, length, self.num_heads, self.d_k).transpose(1, 2)  # (batch, heads, length, d_k)
 
+    def merge_heads(self, heads: Tensor) -> Tensor:
+        """Concat(head_1, …, head_h) W^O: (batch, heads, length, d_k) → (batch, length, d_model)."""
+        batch, _, length, _ = heads.shape
+        return self.W_o(heads.transpose(1, 2).reshape(batch, length, self.num_heads * self.d_k))
+
     def keys_values(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
         """K W^K and V W^V split into heads: (batch, heads, k_len, d_k) each."""
         return self.split_heads(self.W_k(key)), self.split_heads(self.W_v(value))
@@ -91,9 +96,7 @@ class MultiHeadAttention(nn.Module):
             alpha = None
         else:
             heads, alpha = scaled_dot_product_attention(Q, K, V, allowed, dropout)
-        batch, _, q_len, _ = heads.shape
-        concat = heads.transpose(1, 2).reshape(batch, q_len, self.num_heads * self.d_k)
-        return self.W_o(concat), alpha
+        return self.merge_heads(heads), alpha
 
     def forward(
         self,
