@@ -91,7 +91,7 @@ def render(report: dict[str, Any], out_dir: Path) -> str:
 <h1>seqlab tour</h1>
 <p class="sub">From the McCulloch–Pitts neuron to the Transformer: each claim of the seeds, measured.</p>
 <p class="meta">mode: <b>{_esc(report['mode'])}</b> · seed {report['seed']} · machine: {_esc(machine['device'])},
-{machine['cpus']} CPUs, {machine['torch_threads']} torch threads, torch {_esc(machine['torch'])} ·
+{machine['cpus']} CPUs, {machine['torch_threads']} torch threads available (the experiments' small models run on one), torch {_esc(machine['torch'])} ·
 total time {report['seconds']:.1f} s · {counts['confirmed']} confirmed, {counts['not confirmed']} not confirmed,
 {counts['error']} errors</p>
 <h2>Timeline</h2><div class="timeline">{timeline}</div>
