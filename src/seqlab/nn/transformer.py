@@ -266,6 +266,15 @@ class DecoderLayer(nn.Module):
         return y_t, cache, alpha
 
 
+def layer_caches(layers: nn.ModuleList, batch_size: int, like: Tensor) -> Cache:
+    """Every layer's empty self-attention cache, keys prefixed by the layer index ('0.k', '0.v', ...)."""
+    return {
+        f"{index}.{key}": value
+        for index, layer in enumerate(layers)
+        for key, value in layer.self_attn.empty_cache(batch_size, like).items()
+    }
+
+
 class EncoderStack(nn.Module):
     """N encoder (or causal decoder-only) layers; pre-norm stacks end with one more LayerNorm."""
 
@@ -280,12 +289,7 @@ class EncoderStack(nn.Module):
         return self.final_norm(x)
 
     def empty_cache(self, batch_size: int, like: Tensor) -> Cache:
-        """Every layer's self-attention cache, keys prefixed by the layer index ('0.k', '0.v', ...)."""
-        cache: Cache = {}
-        for index, layer in enumerate(self.layers):
-            for key, value in layer.self_attn.empty_cache(batch_size, like).items():
-                cache[f"{index}.{key}"] = value
-        return cache
+        return layer_caches(self.layers, batch_size, like)
 
     def step(self, x_t: Tensor, cache: Cache) -> tuple[Tensor, Cache]:
         """Run new positions x_t (batch, n, d_model) through every layer causally, extending the cache."""
@@ -325,11 +329,7 @@ class DecoderStack(nn.Module):
         return cache
 
     def empty_cache(self, batch_size: int, like: Tensor) -> Cache:
-        cache: Cache = {}
-        for index, layer in enumerate(self.layers):
-            for key, value in layer.self_attn.empty_cache(batch_size, like).items():
-                cache[f"{index}.{key}"] = value
-        return cache
+        return layer_caches(self.layers, batch_size, like)
 
     def step(
         self, y_t: Tensor, memory_kv: Cache, memory_padding_mask: Tensor | None, cache: Cache
