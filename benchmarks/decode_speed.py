@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from seqlab.data.parallel import read_parallel
+from seqlab.errors import report_user_errors
 from seqlab.evaluation.bleu import score_translations
 from seqlab.inference.translate import Translator
 
@@ -86,4 +87,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(report_user_errors("decode_speed", main))

@@ -30,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from seqlab.config import load_config
 from seqlab.data.parallel import TranslationCodecs
+from seqlab.errors import report_user_errors
 from seqlab.inference.translate import Translator
 from seqlab.training.trainer import Callback, Trainer
 
@@ -117,4 +118,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(report_user_errors("multi30k_budget", main))

@@ -11,7 +11,7 @@ import torch
 from seqlab.config import load_config
 from seqlab.data.base import TaskInfo
 from seqlab.models import build_model
-from seqlab.models.language import BigramLM, BigramSpec, MLPLM, MLPLMSpec, WaveNetLMSpec, count_table
+from seqlab.models.language import BigramLM, BigramSpec, BowLM, BowLMSpec, MLPLM, MLPLMSpec, WaveNetLMSpec, count_table
 from seqlab.models.transformer import TransformerLMSpec
 from seqlab.training import Trainer
 
@@ -22,6 +22,7 @@ INFO = TaskInfo(kind="tokens", output_dim=V, vocab_size=V)
 SPECS = {
     "bigram": lambda: build_model(BigramSpec(), INFO),
     "mlp_lm": lambda: build_model(MLPLMSpec(context=4, embedding_dim=6, hidden_size=16, direct=True), INFO),
+    "bow_lm": lambda: build_model(BowLMSpec(embedding_dim=8, hidden_size=8, max_len=16), INFO),
     "wavenet_lm": lambda: build_model(WaveNetLMSpec(channels=8, skip_channels=8, layers=3), INFO),
     "transformer_lm": lambda: build_model(TransformerLMSpec(d_model=16, num_heads=2, d_ff=32, num_layers=2), INFO),
     "linear_transformer_lm": lambda: build_model(TransformerLMSpec(d_model=16, num_heads=2, d_ff=32, num_layers=2, attention="linear"), INFO),
@@ -58,6 +59,20 @@ def test_mlp_lm_reads_exactly_the_last_n_minus_1_tokens() -> None:
     changed = tokens.clone()
     changed[0, 3] = (changed[0, 3] % (V - 1)) + 1
     assert torch.equal(model({"inputs": changed})[0, 6:], out[0, 6:])  # token 3 is out of reach of t ≥ 6
+
+
+@torch.no_grad()
+def test_bag_of_words_is_attention_with_equal_scores() -> None:
+    """The prefix mean a_t equals scaled dot-product attention with all-zero queries and keys (causal)."""
+    torch.manual_seed(3)
+    model = BowLM(BowLMSpec(embedding_dim=6, hidden_size=5, max_len=10), V, V).eval()
+    tokens = torch.randint(0, V, (3, 10))
+    x = model.C(tokens) + model.P(torch.arange(10))
+    zeros = torch.zeros_like(x)
+    a = torch.nn.functional.scaled_dot_product_attention(zeros, zeros, x, is_causal=True)
+    torch.testing.assert_close(model({"inputs": tokens}), model.head(x, a))
+    with pytest.raises(ValueError, match="raise model.max_len"):
+        model({"inputs": torch.zeros(1, 11, dtype=torch.long)})
 
 
 def _bigram_batches(n: int = 20) -> list[dict[str, torch.Tensor]]:

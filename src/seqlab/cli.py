@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from seqlab.errors import UserError
+from seqlab.errors import UserError, report_user_errors
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -233,14 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except UserError as err:
-        print(f"seqlab {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return report_user_errors(f"seqlab {args.command}", lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@
 - ``mlp_lm``: Bengio et al. 2003, eq. 1: y = b + W x + U tanh(d + H x), x = [C(w_{t−n+1}); …; C(w_t)],
   a fixed window of n previous tokens through shared embeddings C;
 - ``wavenet_lm``: dilated causal convolutions with gated activations, skips summed, then
-  ReLU → 1×1 → ReLU → 1×1 to logits (van den Oord et al. 2016, Fig. 4).
+  ReLU → 1×1 → ReLU → 1×1 to logits (van den Oord et al. 2016, Fig. 4);
+- ``bow_lm``: the causal bag of words, a_t = (1/t) Σ_{s≤t} x_s: attention whose scores are all equal
+  (seed 004's α_{ts} = 1/t), the step from fixed windows to attention; its state is a running sum.
 
 (The Elman / LSTM / GRU rungs are the ``rnn`` model; the Transformer and linear-Transformer rungs
 are ``transformer_lm``.) Every model here generates with `init_state(batch_size)` and
@@ -173,3 +175,63 @@ class WaveNetLM(nn.Module):
 @MODELS.register("wavenet_lm", WaveNetLMSpec)
 def build_wavenet_lm(spec: WaveNetLMSpec, info: TaskInfo) -> nn.Module:
     return WaveNetLM(spec, _require_tokens(info, "wavenet_lm"), info.output_dim)
+
+
+# --- causal bag of words -------------------------------------------------------------------------
+
+
+class BowLMSpec(Spec):
+    name: Literal["bow_lm"] = "bow_lm"
+    embedding_dim: int = Field(64, ge=1, description="d: token and position embeddings")
+    hidden_size: int = Field(64, ge=1, description="tanh units of the output layer")
+    ff_mult: int = Field(4, ge=1, description="width of the residual tanh MLP, in multiples of d")
+    max_len: int = Field(32, ge=1, description="positions with a learned embedding")
+
+
+class BowLM(nn.Module):
+    """x_t = C(w_t) + P_t; a_t = (1/t) Σ_{s≤t} x_s; h_t = x_t + a_t; g_t = h_t + W_2 tanh(W_1 h_t);
+    logits_t = U tanh(V g_t)."""
+
+    def __init__(self, spec: BowLMSpec, vocab_size: int, output_dim: int) -> None:
+        super().__init__()
+        self.max_len = spec.max_len
+        self.C = nn.Embedding(vocab_size, spec.embedding_dim)
+        self.P = nn.Embedding(spec.max_len, spec.embedding_dim)
+        self.W_1 = nn.Linear(spec.embedding_dim, spec.ff_mult * spec.embedding_dim)
+        self.W_2 = nn.Linear(spec.ff_mult * spec.embedding_dim, spec.embedding_dim)
+        self.V = nn.Linear(spec.embedding_dim, spec.hidden_size)
+        self.U = nn.Linear(spec.hidden_size, output_dim)
+
+    def _check_length(self, length: int) -> None:
+        if length > self.max_len:
+            raise ValueError(f"bow_lm has {self.max_len} positions but got position {length}; raise model.max_len.")
+
+    def head(self, x_t: Tensor, a_t: Tensor) -> Tensor:
+        h_t = x_t + a_t
+        g_t = h_t + self.W_2(torch.tanh(self.W_1(h_t)))
+        return self.U(torch.tanh(self.V(g_t)))
+
+    def forward(self, batch: Batch) -> Tensor:
+        tokens = batch["inputs"]
+        self._check_length(tokens.shape[1])
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        x = self.C(tokens) + self.P(positions)
+        t = (positions + 1).to(x.dtype)[:, None]
+        a = x.cumsum(dim=1) / t
+        return self.head(x, a)
+
+    def init_state(self, batch_size: int) -> State:
+        weight = self.C.weight
+        return {"sum": weight.new_zeros(batch_size, weight.shape[1]),
+                "t": torch.zeros(batch_size, dtype=torch.long, device=weight.device)}
+
+    def step(self, state: State, tokens: Tensor) -> tuple[Tensor, State]:
+        self._check_length(int(state["t"].max()) + 1)
+        x_t = self.C(tokens) + self.P(state["t"])
+        total, t = state["sum"] + x_t, state["t"] + 1
+        return self.head(x_t, total / t[:, None].to(x_t.dtype)), {"sum": total, "t": t}
+
+
+@MODELS.register("bow_lm", BowLMSpec)
+def build_bow_lm(spec: BowLMSpec, info: TaskInfo) -> nn.Module:
+    return BowLM(spec, _require_tokens(info, "bow_lm"), info.output_dim)
