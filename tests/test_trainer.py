@@ -12,6 +12,7 @@ import torch
 from conftest import tiny_config
 from seqlab.config import ConfigError, TrainConfig, config_from_dict
 from seqlab.training import Callback, Trainer, train
+from seqlab.training.trainer import autocast_dtype
 from seqlab.training.optim import build_optimizer, lr_multiplier
 
 TIMING_KEYS = {"targets_per_s"}
@@ -247,6 +248,29 @@ def test_callback_figures_are_logged():
 
     _, result = fit(callbacks=(Figure(),), train={"steps": 3})
     assert [h["probe"] for h in result.history] == [0.0, 1.0, 2.0]
+
+
+# --- precision -----------------------------------------------------------------------------------------
+
+
+def test_precision_auto_is_fp32_on_cpu_and_bf16_only_where_asked():
+    cpu = torch.device("cpu")
+    assert autocast_dtype("auto", cpu) is None and autocast_dtype("fp32", cpu) is None
+    assert autocast_dtype("bf16", cpu) == torch.bfloat16
+    assert autocast_dtype("fp32", torch.device("cuda")) is None
+
+
+@pytest.mark.parametrize(("precision", "expected"), [("auto", torch.float32), ("bf16", torch.bfloat16)])
+def test_forward_runs_in_the_precision_asked_and_the_loss_in_fp32(precision, expected):
+    seen: set[torch.dtype] = set()
+    trainer = Trainer(config_from_dict(tiny_config(train={"steps": 30, "lr": 0.05, "precision": precision})))
+    first_linear = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Linear))
+    first_linear.register_forward_hook(lambda module, inputs, output: seen.add(output.dtype))
+    result = trainer.fit()
+    assert seen == {expected}
+    assert all(math.isfinite(h["loss"]) for h in result.history)
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
 
 
 # --- determinism ----------------------------------------------------------------------------------------

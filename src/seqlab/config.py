@@ -92,6 +92,10 @@ class TrainConfig(BaseModel):
     progress: bool = True
     tensorboard: bool = True
     device: str = "cpu"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on a CUDA GPU that supports it, fp32 elsewhere (CPUs without "
+        "bf16 hardware run it ~150x slower); bf16 forces autocast, fp32 turns it off",
+    )
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: torch's choice")
 
 

@@ -101,6 +101,13 @@ def split_batch(batch: Batch, parts: int) -> list[Batch]:
     return [slice_batch(batch, a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype that train.precision means on this device; None = plain fp32."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return None
+
+
 class Trainer:
     """Train `model` on `task` as `config.train` says; with `out_dir`, log and checkpoint there."""
 
@@ -126,6 +133,7 @@ class Trainer:
             self.task.batch_tokens = self.train_cfg.batch_tokens
         self.kind = self.task.info.kind
         self.device = self._pick_device()
+        self.autocast_dtype = autocast_dtype(self.train_cfg.precision, self.device)
         parts = self.world_size * self.train_cfg.grad_accum
         if self.train_cfg.batch_tokens is None and self.train_cfg.batch_size < parts:
             raise ConfigError(
@@ -172,6 +180,10 @@ class Trainer:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def autocast(self) -> torch.autocast:
+        """Mixed precision for a forward pass as train.precision asks (losses are then taken in fp32)."""
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+
     def _to_device(self, batch: Batch) -> Batch:
         return {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
 
@@ -201,8 +213,9 @@ class Trainer:
             last = index == len(micro_batches) - 1
             sync = contextlib.nullcontext() if (last or self.world_size == 1) else self.module.no_sync()
             with sync:
-                output = self.module(micro)
-                summed = loss_sum(self.kind, output, micro, self.train_cfg.label_smoothing)
+                with self.autocast():
+                    output = self.module(micro)
+                summed = loss_sum(self.kind, output.float(), micro, self.train_cfg.label_smoothing)
                 (summed * self.world_size / count).backward()
             total += summed.detach()
         return self._apply_update(step, total, count)
@@ -252,8 +265,9 @@ class Trainer:
             if a in plan.detach_at:
                 state = detach_state(state)
             piece = {"inputs": batch["inputs"][:, a - plan.start : b - plan.start]}
-            output, state = self.model.forward_with_state(piece, state)
-            outputs.append(output)
+            with self.autocast():
+                output, state = self.model.forward_with_state(piece, state)
+            outputs.append(output.float())
             if b == plan.carry_at:
                 carried = detach_state(state)
         self.stream_state = carried
@@ -273,7 +287,9 @@ class Trainer:
             if self.train_cfg.eval_batches is not None and index >= self.train_cfg.eval_batches:
                 break
             batch = self._to_device(batch)
-            for key, value in metric_sums(self.kind, self.model(batch), batch).items():
+            with self.autocast():
+                output = self.model(batch)
+            for key, value in metric_sums(self.kind, output.float(), batch).items():
                 sums[key] = sums.get(key, 0.0) + value
         return finalize(sums)
 
