@@ -12,7 +12,7 @@ import torch
 from conftest import tiny_config
 from seqlab.config import ConfigError, TrainConfig, config_from_dict
 from seqlab.training import Callback, Trainer, train
-from seqlab.training.trainer import autocast_dtype
+from seqlab.training.trainer import autocast_dtype, has_bf16
 from seqlab.training.optim import build_optimizer, lr_multiplier
 
 TIMING_KEYS = {"targets_per_s"}
@@ -253,14 +253,24 @@ def test_callback_figures_are_logged():
 # --- precision -----------------------------------------------------------------------------------------
 
 
-def test_precision_auto_is_fp32_on_cpu_and_bf16_only_where_asked():
+CPU_BF16 = has_bf16(torch.device("cpu"))
+
+
+def test_precision_auto_is_fp32_on_cpu_and_bf16_only_where_asked(monkeypatch):
     cpu = torch.device("cpu")
     assert autocast_dtype("auto", cpu) is None and autocast_dtype("fp32", cpu) is None
-    assert autocast_dtype("bf16", cpu) == torch.bfloat16
     assert autocast_dtype("fp32", torch.device("cuda")) is None
+    monkeypatch.setattr("seqlab.training.trainer.has_bf16", lambda device: True)
+    assert autocast_dtype("bf16", cpu) == torch.bfloat16
+    monkeypatch.setattr("seqlab.training.trainer.has_bf16", lambda device: False)
+    with pytest.raises(ConfigError, match="no bf16 hardware.*set train.precision to auto or fp32"):
+        autocast_dtype("bf16", cpu)
 
 
-@pytest.mark.parametrize(("precision", "expected"), [("auto", torch.float32), ("bf16", torch.bfloat16)])
+@pytest.mark.parametrize(("precision", "expected"), [
+    ("auto", torch.float32),
+    pytest.param("bf16", torch.bfloat16, marks=pytest.mark.skipif(not CPU_BF16, reason="this CPU has no bf16")),
+])
 def test_forward_runs_in_the_precision_asked_and_the_loss_in_fp32(precision, expected):
     seen: set[torch.dtype] = set()
     trainer = Trainer(config_from_dict(tiny_config(train={"steps": 30, "lr": 0.05, "precision": precision})))

@@ -93,8 +93,8 @@ class TrainConfig(BaseModel):
     tensorboard: bool = True
     device: str = "cpu"
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 autocast on a CUDA GPU that supports it, fp32 elsewhere (CPUs without "
-        "bf16 hardware run it ~150x slower); bf16 forces autocast, fp32 turns it off",
+        "auto", description="auto: bf16 autocast on a CUDA GPU that supports it, fp32 on CPUs; bf16: autocast "
+        "wherever the hardware has bf16 (e.g. CPUs with AVX-512 BF16), an error elsewhere; fp32: never",
     )
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: torch's choice")
 

@@ -101,9 +101,21 @@ def split_batch(batch: Batch, parts: int) -> list[Batch]:
     return [slice_batch(batch, a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
+def has_bf16(device: torch.device) -> bool:
+    """Whether the device computes bf16 in hardware (CUDA: compute capability ≥ 8; CPU: AVX-512 BF16 / AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype that train.precision means on this device; None = plain fp32."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
+    if precision == "bf16" and not has_bf16(device):
+        raise ConfigError(
+            f"train.precision = bf16, but {device} has no bf16 hardware, where bf16 runs many times slower "
+            "than fp32; set train.precision to auto or fp32."
+        )
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda" and has_bf16(device)):
         return torch.bfloat16
     return None
 

@@ -1,0 +1,87 @@
+"""fp32 against bf16 autocast on this machine: matrix-multiply FLOP/s per dtype, then training throughput of
+whole configs under `train.precision` fp32 and bf16, measured in one run and printed as ratios.
+
+A CPU with AVX-512 BF16 or AMX multiplies bf16 in hardware; one without it emulates bf16 and fp16 many times
+slower than fp32 (the trainer refuses `precision: bf16` there). Steps are timed after a warm-up, the same
+global batches in both precisions.
+
+    python benchmarks/precision.py --threads 1
+    python benchmarks/precision.py configs/multi30k/transformer_reference.yaml --steps 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+
+import torch
+
+from seqlab.config import load_config
+from seqlab.errors import report_user_errors
+from seqlab.training.trainer import Trainer, has_bf16
+
+DEFAULT_CONFIGS = [
+    "configs/multi30k/transformer_reference.yaml",
+    "configs/multi30k/rnn_reference.yaml",
+    "configs/multi30k/convs2s.yaml",
+]
+
+
+def matmul_flops(dtype: torch.dtype, size: int = 512, seconds: float = 1.0) -> float:
+    """FLOP/s of a square matrix product in `dtype` with the current thread count."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b
+    count, began = 0, time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        a @ b
+        count += 1
+    return 2 * size**3 * count / (time.perf_counter() - began)
+
+
+def tokens_per_second(config_path: str, precision: str, steps: int, threads: int | None) -> float:
+    """Non-padding target tokens per second of `steps` training steps after 3 warm-up steps."""
+    overrides = [f"train.precision={precision}", "train.progress=false", "train.tensorboard=false"]
+    if threads:
+        overrides.append(f"train.threads={threads}")
+    trainer = Trainer(load_config(config_path, overrides))
+    for step in range(3):
+        trainer.train_step(step)
+    targets, began = 0.0, time.perf_counter()
+    for step in range(3, 3 + steps):
+        targets += trainer.train_step(step)["targets"]
+    return targets / (time.perf_counter() - began)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("configs", nargs="*", default=DEFAULT_CONFIGS, help="run configs (default: the Multi30k ones)")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per precision (default 20)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cpu_bf16 = has_bf16(torch.device("cpu"))
+    print(f"{torch.get_num_threads()} thread(s); CPU bf16 hardware: {'yes' if cpu_bf16 else 'no'}")
+    fp32 = matmul_flops(torch.float32)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        flops = fp32 if dtype is torch.float32 else matmul_flops(dtype)
+        print(f"matmul 512x512 {str(dtype).removeprefix('torch.'):<9} {flops / 1e9:8.1f} GFLOP/s  ({flops / fp32:.2f}x fp32)")
+    if not cpu_bf16:
+        print("no bf16 hardware: training in bf16 is not compared")
+    else:
+        for path in args.configs:
+            slow = tokens_per_second(path, "fp32", args.steps, args.threads)
+            fast = tokens_per_second(path, "bf16", args.steps, args.threads)
+            print(f"{path}: fp32 {slow:,.0f} target tokens/s, bf16 {fast:,.0f} ({fast / slow:.2f}x)", flush=True)
+    print("reproduce: python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(report_user_errors("precision", main))
