@@ -9,7 +9,8 @@ counted), then translates test_2016_flickr greedy and with beam 5 (`benchmarks/d
 - peak resident memory of the process (getrusage maxrss) and the parameter count;
 - BLEU greedy and beam 5 with their decoding times;
 - with --flops: model FLOP/s (matrix-multiply FLOPs of forward + backward, counted by torch's FlopCounterMode
-  over a few extra training steps, times the measured throughput) as a fraction of the measured GEMM peak.
+  over a few extra training steps, times the measured throughput) as a fraction of the GEMM peak measured in
+  the precision the run trains in (fp32, or bf16 under `train.precision: bf16`).
 
     python benchmarks/multi30k_budget.py configs/multi30k/transformer_reference.yaml --budget 720 --threads 1
     python benchmarks/multi30k_budget.py configs/multi30k/rnn_reference.yaml --budget 120 --threads 1 --no-bleu
@@ -62,9 +63,9 @@ def flops_per_target(trainer: Trainer, first_step: int, steps: int) -> float:
     return counter.get_total_flops() / targets
 
 
-def gemm_peak(size: int = 1024, repeats: int = 20) -> float:
-    """FLOP/s of a square fp32 matrix multiplication with the current thread count."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def gemm_peak(dtype: torch.dtype = torch.float32, size: int = 1024, repeats: int = 20) -> float:
+    """FLOP/s of a square matrix multiplication in `dtype` with the current thread count."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
     a @ b
     began = time.perf_counter()
     for _ in range(repeats):
@@ -109,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(decode_test_set(translator, beam).line(), flush=True)
         if args.flops:
             model_flops = flops_per_target(trainer, result.steps, 20) * counter.targets / result.seconds
-            peak = gemm_peak()
-            print(f"model FLOP/s: {model_flops / 1e9:.1f} G = {model_flops / peak:.0%} of the fp32 GEMM peak "
+            dtype = trainer.autocast_dtype or torch.float32
+            peak = gemm_peak(dtype)
+            name = str(dtype).removeprefix("torch.")
+            print(f"model FLOP/s: {model_flops / 1e9:.1f} G = {model_flops / peak:.0%} of the {name} GEMM peak "
                   f"({peak / 1e9:.1f} GFLOP/s, 1024x1024, {threads} thread(s))")
         print(f"peak memory (maxrss): {peak_memory_gib():.2f} GiB")
     print("reproduce: python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]))
