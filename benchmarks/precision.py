@@ -15,6 +15,7 @@ import argparse
 import shlex
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -22,22 +23,14 @@ from seqlab.config import load_config
 from seqlab.errors import report_user_errors
 from seqlab.training.trainer import Trainer, has_bf16
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from multi30k_budget import gemm_peak
+
 DEFAULT_CONFIGS = [
     "configs/multi30k/transformer_reference.yaml",
     "configs/multi30k/rnn_reference.yaml",
     "configs/multi30k/convs2s.yaml",
 ]
-
-
-def matmul_flops(dtype: torch.dtype, size: int = 512, seconds: float = 1.0) -> float:
-    """FLOP/s of a square matrix product in `dtype` with the current thread count."""
-    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-    a @ b
-    count, began = 0, time.perf_counter()
-    while time.perf_counter() - began < seconds:
-        a @ b
-        count += 1
-    return 2 * size**3 * count / (time.perf_counter() - began)
 
 
 def tokens_per_second(config_path: str, precision: str, steps: int, threads: int | None) -> float:
@@ -68,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     cpu_bf16 = has_bf16(torch.device("cpu"))
     print(f"{torch.get_num_threads()} thread(s); CPU bf16 hardware: {'yes' if cpu_bf16 else 'no'}")
-    fp32 = matmul_flops(torch.float32)
+    fp32 = gemm_peak(torch.float32, size=512)
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        flops = fp32 if dtype is torch.float32 else matmul_flops(dtype)
+        flops = fp32 if dtype is torch.float32 else gemm_peak(dtype, size=512)
         print(f"matmul 512x512 {str(dtype).removeprefix('torch.'):<9} {flops / 1e9:8.1f} GFLOP/s  ({flops / fp32:.2f}x fp32)")
     if not cpu_bf16:
         print("no bf16 hardware: training in bf16 is not compared")
