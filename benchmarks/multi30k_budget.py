@@ -10,7 +10,7 @@ counted), then translates test_2016_flickr greedy and with beam 5 (`benchmarks/d
 - BLEU greedy and beam 5 with their decoding times;
 - with --flops: model FLOP/s (matrix-multiply FLOPs of forward + backward, counted by torch's FlopCounterMode
   over a few extra training steps, times the measured throughput) as a fraction of the GEMM peak measured in
-  the precision the run trains in (fp32, or bf16 under `train.precision: bf16`).
+  the precision the run trains in (fp32, or bf16 where `train.precision: auto` finds bf16 hardware).
 
     python benchmarks/multi30k_budget.py configs/multi30k/transformer_reference.yaml --budget 720 --threads 1
     python benchmarks/multi30k_budget.py configs/multi30k/rnn_reference.yaml --budget 120 --threads 1 --no-bleu
@@ -33,6 +33,7 @@ from seqlab.config import load_config
 from seqlab.data.parallel import TranslationCodecs
 from seqlab.errors import report_user_errors
 from seqlab.inference.translate import Translator
+from seqlab.training.precision import cpu_summary
 from seqlab.training.trainer import Callback, Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -98,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         result = trainer.fit()
         epoch_targets = sum(len(target) + 1 for target in trainer.task.data["train"].targets)  # + <eos>
         threads = torch.get_num_threads()
-        print(f"config {args.config}; {threads} thread(s); budget {args.budget:.0f} s")
-        print(f"parameters: {result.parameters:,}")
+        print(f"config {args.config}; {threads} thread(s); budget {args.budget:.0f} s; CPU: {cpu_summary()}")
+        print(f"parameters: {result.parameters:,}; precision used: {result.precision} "
+              f"(train.precision: {trainer.train_cfg.precision})")
         print(f"trained {result.steps} steps in {result.seconds:.1f} s: "
               f"{counter.targets / result.seconds:,.0f} target tokens/s, {counter.targets / epoch_targets:.2f} epochs")
         print(f"final validation loss {result.final['val']['loss']:.3f}, test loss {result.final['test']['loss']:.3f}")

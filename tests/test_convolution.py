@@ -43,12 +43,12 @@ def test_wavenet_receptive_field_and_causality() -> None:
 
 def test_wavenet_lm_steps_equal_the_full_pass() -> None:
     torch.manual_seed(2)
-    model = WaveNetLM(WaveNetLMSpec(channels=8, skip_channels=12, layers=3, cycles=2), 11, 11).eval()
+    model = WaveNetLM(WaveNetLMSpec(channels=8, skip_channels=12, layers=3, cycles=2), TaskInfo("tokens", 11, vocab_size=11)).eval()
     tokens = torch.randint(0, 11, (3, 25))
     full = model({"inputs": tokens})
-    state, steps = model.init_state(3), []
+    state, steps = model.init_state({}, 3), []
     for t in range(25):
-        logits, state = model.step(state, tokens[:, t])
+        logits, state, _ = model.step({}, state, tokens[:, t])
         steps.append(logits)
     torch.testing.assert_close(torch.stack(steps, 1), full, rtol=1e-5, atol=1e-5)
 
@@ -72,12 +72,12 @@ def _convs2s() -> tuple[ConvS2S, dict[str, torch.Tensor]]:
 @torch.no_grad()
 def test_convs2s_steps_equal_the_full_pass_and_ignore_padding() -> None:
     model, batch = _convs2s()
-    full = torch.log_softmax(model(batch), -1)
+    full = model(batch)
     memory = model.encode(batch)
-    state, steps = model.init_state(memory), []
+    state, steps = model.init_state(memory, 3), []
     for t in range(6):
-        log_probs, state, attention = model.step(memory, state, batch["tgt_in"][:, t])
-        steps.append(log_probs)
+        logits, state, attention = model.step(memory, state, batch["tgt_in"][:, t])
+        steps.append(logits)
     torch.testing.assert_close(torch.stack(steps, 1), full, rtol=1e-5, atol=1e-5)
     assert attention.shape == (3, 7) and float(attention[0, 5:].max()) == 0.0
     torch.testing.assert_close(attention.sum(-1), torch.ones(3))

@@ -29,15 +29,15 @@ def test_lm_cache_equals_full_recomputation(attention: str, norm_first: bool, po
     model = _lm(attention, norm_first, positional)
     tokens = torch.randint(0, 11, (3, 12))
     full = model({"inputs": tokens})
-    state, steps = model.init_state(3), []
+    state, steps = model.init_state({}, 3), []
     for t in range(12):
-        logits, state = model.step(state, tokens[:, t])
+        logits, state, _ = model.step({}, state, tokens[:, t])
         steps.append(logits)
     torch.testing.assert_close(torch.stack(steps, 1), full, rtol=0, atol=1e-10)
     if attention == "softmax":
-        assert state["0.k"].shape == (3, 2, 12, 8)  # (batch, heads, tokens so far, d_k): the cache grew
+        assert state.layers[0].k.shape == (3, 2, 12, 8)  # (batch, heads, tokens so far, d_k): the cache grew
     else:
-        assert state["0.W"].shape == (3, 2, 8, 8)  # the fast weights did not
+        assert state.layers[0].W.shape == (3, 2, 8, 8)  # the fast weights did not
 
 
 def _seq2seq() -> tuple[TransformerSeq2Seq, dict[str, torch.Tensor]]:
@@ -54,12 +54,12 @@ def test_seq2seq_cache_equals_full_recomputation() -> None:
     model, batch = _seq2seq()
     tgt = torch.randint(4, 13, (3, 6))
     tgt[:, 0] = BOS
-    full = torch.log_softmax(model({**batch, "tgt_in": tgt}), -1)
+    full = model({**batch, "tgt_in": tgt})
     memory = model.encode(batch)
-    state, steps = model.init_state(memory), []
+    state, steps = model.init_state(memory, 3), []
     for t in range(6):
-        log_probs, state, attention = model.step(memory, state, tgt[:, t])
-        steps.append(log_probs)
+        logits, state, attention = model.step(memory, state, tgt[:, t])
+        steps.append(logits)
     torch.testing.assert_close(torch.stack(steps, 1), full, rtol=0, atol=1e-10)
     assert attention.shape == (3, 7) and float(attention[0, 4:].max()) == 0.0
 

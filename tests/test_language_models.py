@@ -42,16 +42,16 @@ def test_every_lm_is_causal_and_steps_like_its_full_pass(name: str) -> None:
     changed = tokens.clone()
     changed[:, 9] = (changed[:, 9] + 1) % V
     assert torch.equal(model({"inputs": changed})[:, :9], full[:, :9])
-    state, steps = model.init_state(2), []
+    state, steps = model.init_state({}, 2), []
     for t in range(14):
-        logits, state = model.step(state, tokens[:, t])
+        logits, state, _ = model.step({}, state, tokens[:, t])
         steps.append(logits)
     torch.testing.assert_close(torch.stack(steps, 1), full, rtol=1e-5, atol=1e-5)
 
 
 def test_mlp_lm_reads_exactly_the_last_n_minus_1_tokens() -> None:
     torch.manual_seed(1)
-    model = MLPLM(MLPLMSpec(context=3, embedding_dim=4, hidden_size=8), V, V, pad_id=0).eval()
+    model = MLPLM(MLPLMSpec(context=3, embedding_dim=4, hidden_size=8), TaskInfo("tokens", V, vocab_size=V, pad_id=0)).eval()
     tokens = torch.randint(1, V, (1, 10))
     out = model({"inputs": tokens})
     torch.testing.assert_close(out[0, 6], model.predict(tokens[0, 4:7]))
@@ -65,7 +65,7 @@ def test_mlp_lm_reads_exactly_the_last_n_minus_1_tokens() -> None:
 def test_bag_of_words_is_attention_with_equal_scores() -> None:
     """The prefix mean a_t equals scaled dot-product attention with all-zero queries and keys (causal)."""
     torch.manual_seed(3)
-    model = BowLM(BowLMSpec(embedding_dim=6, hidden_size=5, max_len=10), V, V).eval()
+    model = BowLM(BowLMSpec(embedding_dim=6, hidden_size=5, max_len=10), TaskInfo("tokens", V, vocab_size=V)).eval()
     tokens = torch.randint(0, V, (3, 10))
     x = model.C(tokens) + model.P(torch.arange(10))
     zeros = torch.zeros_like(x)
@@ -93,10 +93,10 @@ def test_count_model_is_the_maximum_likelihood_table() -> None:
     all_targets = torch.cat([b["targets"].flatten() for b in batches])
     count_ab = int(((all_inputs == a) & (all_targets == int(targets[0]))).sum())
     assert table[a, int(targets[0])].exp().item() == pytest.approx(count_ab / int((all_inputs == a).sum()), rel=1e-6)
-    model = BigramLM(V, V)
+    model = BigramLM(BigramSpec(), TaskInfo("tokens", V, vocab_size=V))
     model.L.data.copy_(table)
     count_loss = torch.nn.functional.cross_entropy(model(batches[0]).reshape(-1, V), batches[0]["targets"].reshape(-1))
-    trained = BigramLM(V, V)
+    trained = BigramLM(BigramSpec(), TaskInfo("tokens", V, vocab_size=V))
     optimizer = torch.optim.Adam(trained.parameters(), lr=0.1)
     for step in range(300):
         batch = batches[step % len(batches)]

@@ -1,17 +1,16 @@
-"""Seed 004's hands-on experiments: the senses corpus, the measurement helpers, and one experiment end to end."""
+"""Seed 004's hands-on experiments (rnn_training, embeddings, generation): the senses corpus, the
+measurement helpers, and one experiment end to end."""
 
 from __future__ import annotations
 
 import torch
 
-from seqlab.config import config_from_dict
 from seqlab.data.senses import AFTER, BEFORE, MODIFIERS, SENSES, STATES, WORD, SensesSpec, SensesTask
 from seqlab.experiments import EXPERIMENTS, Context
-from seqlab.experiments.practice import (
-    StopAtAccuracy, centroid_accuracy, decoding_models, generate_stepwise, generate_uncached, memory_task,
-    run_config, sense_similarity, time_per_token,
-)
-from seqlab.training import Trainer
+from seqlab.experiments.base import StopAt, fit, quiet_config
+from seqlab.experiments.embeddings import centroid_accuracy, sense_similarity
+from seqlab.experiments.generation import decoding_models, generate_stepwise, generate_uncached
+from seqlab.experiments.rnn_training import memory_task
 
 
 def cue_words(sense: str) -> set[str]:
@@ -50,22 +49,19 @@ def test_similarity_helpers_on_known_vectors() -> None:
     assert abs(centroid_accuracy(noisy, swapped) - 18 / 20) < 1e-9
 
 
-def test_uncached_generation_equals_the_key_value_cache_and_timing_repeats() -> None:
+def test_uncached_generation_equals_the_key_value_cache() -> None:
     torch.manual_seed(0)
     rnn, transformer = decoding_models()
     batch = {"src": torch.randint(4, 1000, (2, 7)), "src_lengths": torch.tensor([7, 5])}
     cached = generate_stepwise(transformer, batch, 12)
     assert torch.equal(cached, generate_uncached(transformer, batch, 12))
     assert generate_stepwise(rnn, batch, 5).shape == (2, 5)
-    calls: list[int] = []
-    assert time_per_token(calls.append, 8, repeats=3, min_total=0.0) >= 0
-    assert calls == [8, 8, 8]
 
 
 def test_stop_at_accuracy_ends_training_early() -> None:
-    config = run_config(memory_task(2), {"name": "rnn", "hidden_size": 16, "cell": "lstm"},
-                        {"steps": 400, "batch_size": 64, "lr": 1e-2}, seed=0)
-    result = Trainer(config_from_dict(config), callbacks=(StopAtAccuracy(10),)).fit()
+    config = quiet_config(memory_task(2), {"name": "rnn", "hidden_size": 16, "cell": "lstm"},
+                          {"steps": 400, "batch_size": 64, "lr": 1e-2}, seed=0)
+    result = fit(config, callbacks=(StopAt("accuracy", 0.99, every=10),))
     assert result.steps < 400 and result.final["val"]["accuracy"] >= 0.99
 
 

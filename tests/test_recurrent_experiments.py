@@ -7,9 +7,9 @@ import math
 
 import torch
 
-from seqlab.config import config_from_dict
 from seqlab.experiments import EXPERIMENTS, Context
-from seqlab.experiments.recurrent import StopAtTarget, scale_spectral_radius
+from seqlab.experiments.base import StopAt, fit, quiet_config
+from seqlab.experiments.recurrent import scale_spectral_radius
 from seqlab.training import Trainer
 
 NAMES = ("vanishing-gradients", "exploding-gradients", "long-range-memory", "bidirectional", "fixed-window", "truncated-bptt")
@@ -21,23 +21,23 @@ def test_experiments_are_registered_with_claim_source_and_threshold() -> None:
         assert exp.era in ("recurrent", "gated") and exp.claim and exp.source.startswith("seed") and exp.threshold
 
 
-def tiny_adding(steps: int) -> dict:
-    return {"task": {"name": "adding", "length": 6, "eval_size": 16},
-            "model": {"name": "rnn", "cell": "elman", "hidden_size": 8, "init": "orthogonal"},
-            "train": {"steps": steps, "batch_size": 8, "progress": False, "tensorboard": False}}
+def tiny_adding(steps: int):
+    return quiet_config({"name": "adding", "length": 6, "eval_size": 16},
+                        {"name": "rnn", "cell": "elman", "hidden_size": 8, "init": "orthogonal"},
+                        {"steps": steps, "batch_size": 8})
 
 
 def test_stop_at_target_ends_training_once_reached() -> None:
-    stopper = StopAtTarget(every=2, target=math.inf)
-    result = Trainer(config_from_dict(tiny_adding(10)), callbacks=(stopper,)).fit()
+    stopper = StopAt("loss", math.inf, every=2)
+    result = fit(tiny_adding(10), callbacks=(stopper,))
     assert result.steps == 2 and stopper.reached_at == 2 and len(stopper.curve) == 1
-    never = StopAtTarget(every=3, target=-1.0)
-    result = Trainer(config_from_dict(tiny_adding(7)), callbacks=(never,)).fit()
+    never = StopAt("loss", -1.0, every=3)
+    result = fit(tiny_adding(7), callbacks=(never,))
     assert result.steps == 7 and never.reached_at is None and [s for s, _ in never.curve] == [3, 6]
 
 
 def test_spectral_radius_rescaling() -> None:
-    trainer = Trainer(config_from_dict(tiny_adding(1)))
+    trainer = Trainer(tiny_adding(1))
     scale_spectral_radius(trainer, 1.5)
     radius = torch.linalg.eigvals(trainer.model.stack.cells[0].W_hh.detach()).abs().max()
     assert abs(float(radius) - 1.5) < 1e-4

@@ -59,8 +59,8 @@ def test_unsupported_tasks_are_refused_clearly() -> None:
         _model(TaskInfo("seq2seq", 5, vocab_size=VOCAB))
     with pytest.raises(ConfigError, match="sequence"):
         _model(TaskInfo("classify", 2, input_dim=2, sequence=False))
-    with pytest.raises(ConfigError, match="generate"):
-        _model(TaskInfo("tokens", VOCAB, vocab_size=VOCAB), bidirectional=True).step(None, _tokens()[:, 0])
+    with pytest.raises(ValueError, match="generate"):  # a model's own error; ConfigError only at the config edge
+        _model(TaskInfo("tokens", VOCAB, vocab_size=VOCAB), bidirectional=True).step({}, None, _tokens()[:, 0])
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "jordan"])
@@ -96,9 +96,9 @@ def test_step_by_step_generation_equals_the_full_forward(cell: str) -> None:
     model = _model(TaskInfo("tokens", VOCAB, vocab_size=VOCAB), cell=cell, num_layers=2, dropout=0.3).eval()
     tokens = _tokens()
     full = model({"inputs": tokens})
-    state = model.init_state(BATCH)
+    state = model.init_state({}, BATCH)
     for t in range(STEPS):
-        logits, state = model.step(state, tokens[:, t])
+        logits, state, _ = model.step({}, state, tokens[:, t])
         torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-5)
 
 

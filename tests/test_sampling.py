@@ -10,7 +10,8 @@ import torch
 from seqlab.cli import main
 from seqlab.config import config_from_dict, load_config
 from seqlab.inference.sampling import filter_logits, load_language_model, next_token, sample
-from seqlab.models.language import BigramLM
+from seqlab.data.base import TaskInfo
+from seqlab.models.language import BigramLM, BigramSpec
 from seqlab.training import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +43,7 @@ def test_temperature_sharpens_and_zero_is_greedy() -> None:
 
 
 def test_sample_stops_at_eos_and_follows_the_prompt() -> None:
-    model = BigramLM(6, 6)
+    model = BigramLM(BigramSpec(), TaskInfo("tokens", 6, vocab_size=6))
     with torch.no_grad():
         model.L.fill_(-30.0)
         model.L[2, 4] = model.L[4, 5] = model.L[5, 3] = model.L[0, 0] = 0.0  # <bos> → 4 → 5 → <eos>

@@ -12,13 +12,15 @@ from torch import Tensor, nn
 from seqlab.data.base import TaskInfo
 from seqlab.data.batching import collate
 from seqlab.data.vocab import Vocab
-from seqlab.inference.search import BOS, EOS, beam_search, greedy_search, length_penalty
+from seqlab.inference.search import (
+    BOS, EOS, beam_search, beam_search_n_best, decode, decode_n_best, greedy_search, length_penalty,
+)
 from seqlab.models.seq2seq import Bahdanau, BahdanauSpec, Luong, LuongSpec, Sutskever, Seq2SeqSpec
 
 A, B_, C = 4, 5, 6  # the toy decoder's three words
 
 class MarkovDecoder(nn.Module):
-    """A hand-built decoder: p(next | previous token) from a fixed table; attention = one-hot on the step."""
+    """A hand-built decoder: p(next | previous token) from a fixed table (as logits); attention = one-hot on the step."""
 
     def __init__(self, table: dict[int, dict[int, float]], vocab: int = 7) -> None:
         super().__init__()
@@ -32,7 +34,7 @@ class MarkovDecoder(nn.Module):
     def encode(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         return {"src": batch["src"]}
 
-    def init_state(self, memory: dict[str, Tensor]) -> dict[str, Tensor]:
+    def init_state(self, memory: dict[str, Tensor], batch_size: int) -> dict[str, Tensor]:
         return {"t": torch.zeros(memory["src"].shape[0], dtype=torch.long)}
 
     def step(self, memory, state, tokens):
@@ -158,3 +160,51 @@ def test_additive_keys_are_projected_once_per_sentence() -> None:
     handle.remove()
     assert len(calls) == 1 and max(len(h.tokens) for h in hypotheses) > 1
     assert Vocab.pad_id == 0
+
+
+def ranked_by_enumeration(table: dict[int, dict[int, float]], max_tokens: int) -> list[tuple[list[int], float]]:
+    """Every sentence of fewer than `max_tokens` words with its log P, most probable first."""
+    found = []
+    for length in range(max_tokens):
+        for words in itertools.product((A, B_, C), repeat=length):
+            sequence = [BOS, *words, EOS]
+            found.append((list(words), sum(math.log(table.get(p, {}).get(n, 1e-300)) for p, n in zip(sequence, sequence[1:]))))
+    return sorted(found, key=lambda item: -item[1])
+
+
+def test_n_best_returns_the_known_best_sentences_in_order() -> None:
+    batch = toy_batch([3])
+    expected = ranked_by_enumeration(TRAP, max_tokens=6)[:2]  # [B] (0.36), then [A, B] (0.5 · 0.33 · 0.9)
+    found = beam_search_n_best(MarkovDecoder(TRAP), batch, beam_size=3, length_penalty_alpha=0.0, n_best=2)[0]
+    assert [h.tokens for h in found] == [words for words, _ in expected] == [[B_], [A, B_]]
+    assert [h.score for h in found] == pytest.approx([score for _, score in expected], abs=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 2.0])
+def test_n_best_starts_with_beam_search_and_is_distinct_and_ranked(alpha: float) -> None:
+    batch = random_batch()
+    for model in random_models():
+        best = beam_search(model, batch, beam_size=4, length_penalty_alpha=alpha)
+        found = beam_search_n_best(model, batch, beam_size=4, length_penalty_alpha=alpha, n_best=4)
+        tokens = [[h.tokens for h in candidates] for candidates in found]
+        assert [[h.tokens for h in c] for c in decode_n_best(model, batch, 4, alpha, n_best=4)] == tokens
+        for one, candidates in zip(best, found):
+            assert 1 < len(candidates) <= 4
+            assert candidates[0].tokens == one.tokens and candidates[0].score == pytest.approx(one.score, abs=1e-5)
+            assert len({tuple(h.tokens) for h in candidates}) == len(candidates)
+            normalized = [h.normalized for h in candidates]
+            assert normalized == sorted(normalized, reverse=True)
+            for h in candidates:
+                assert h.normalized == pytest.approx(h.score / length_penalty(len(h.tokens) + 1, alpha))
+
+
+def test_n_best_beyond_the_beam_is_refused() -> None:
+    batch, model = random_batch(), random_models()[0]
+    with pytest.raises(ValueError, match=r"n_best must be from 1 to beam_size \(3\), got 4"):
+        beam_search_n_best(model, batch, beam_size=3, n_best=4)
+    with pytest.raises(ValueError, match="n_best"):
+        beam_search_n_best(model, batch, beam_size=3, n_best=0)
+    with pytest.raises(ValueError, match="greedy"):
+        decode_n_best(model, batch, beam_size=1, n_best=2)
+    greedy = decode_n_best(model, batch, beam_size=1)
+    assert [[h.tokens for h in c] for c in greedy] == [[h.tokens] for h in decode(model, batch, beam_size=1)]

@@ -43,7 +43,7 @@ def batch() -> dict[str, torch.Tensor]:
 
 def stepwise_logits(model: torch.nn.Module, data: dict[str, torch.Tensor]) -> torch.Tensor:
     memory = model.encode(data)
-    state = model.init_state(memory)
+    state = model.init_state(memory, data["src"].shape[0])
     outputs = []
     for t in range(data["tgt_in"].shape[1]):
         logits, state, _ = model.step(memory, state, data["tgt_in"][:, t])

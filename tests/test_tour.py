@@ -11,8 +11,9 @@ import pytest
 
 from seqlab import cli
 from seqlab.experiments import EXPERIMENTS, Context, Experiment, Outcome
+from seqlab.experiments.base import conclude
 from seqlab.report.plots import new_figure, save
-from seqlab.tour import run_tour
+from seqlab.tour import run_tour, verdicts_by_run
 
 RECORD_KEYS = {"name", "era", "claim", "source", "verdict", "threshold", "figures", "images", "seconds"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -110,3 +111,21 @@ def test_unknown_experiment_is_a_clear_error(tmp_path: Path, capsys):
     assert "unknown experiment(s) nosuch" in err and "seqlab tour --list" in err and "xor" in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "t").exists()
+
+
+def test_verdicts_by_run_lines_up_each_experiment_across_runs() -> None:
+    runs = [{"experiments": [{"name": "a", "verdict": "confirmed"}, {"name": "b", "verdict": "confirmed"}]},
+            {"experiments": [{"name": "a", "verdict": "not confirmed"}]}]
+    assert verdicts_by_run(runs) == {"a": ["confirmed", "not confirmed"], "b": ["confirmed", "missing"]}
+
+
+def test_records_carry_the_checks_and_the_cpu_time(tmp_path: Path, monkeypatch) -> None:
+    def judged(ctx: Context) -> Outcome:
+        return conclude(ctx, {"holds": True, "fails": False}, {"value": 2}, "tiny")
+
+    monkeypatch.setitem(EXPERIMENTS, "judged", Experiment("judged", "feedforward", "claim", "test", "always", judged))
+    [record] = run_tour("quick", tmp_path, only=["judged"])["experiments"]
+    assert record["verdict"] == "not confirmed" and record["checks"] == {"holds": True, "fails": False}
+    assert record["cpu_seconds"] >= 0
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "<li>met: holds</li>" in page and "<li><b>not met</b>: fails</li>" in page

@@ -12,7 +12,8 @@ import torch
 from conftest import tiny_config
 from seqlab.config import ConfigError, TrainConfig, config_from_dict
 from seqlab.training import Callback, Trainer, train
-from seqlab.training.trainer import autocast_dtype, has_bf16
+from seqlab.training.precision import autocast_dtype, has_bf16, resolve_precision
+from seqlab.training import checkpoint as ckpt
 from seqlab.training.optim import build_optimizer, lr_multiplier
 
 TIMING_KEYS = {"targets_per_s"}
@@ -193,8 +194,16 @@ def test_early_stopping_waits_while_the_metric_improves():
 
 
 def test_early_stopping_on_an_unmeasured_metric_is_a_config_error():
-    with pytest.raises(ConfigError, match="train.early_stopping.metric = 'bleu' is not measured"):
-        fit(train={"steps": 4, "eval_every": 2, "early_stopping": {"metric": "bleu"}})
+    with pytest.raises(ConfigError, match="'train.early_stopping.metric' = 'bleu' is not allowed.*'loss' or 'accuracy'"):
+        config_from_dict(tiny_config(train={"steps": 4, "eval_every": 2, "early_stopping": {"metric": "bleu"}}))
+
+
+def test_early_stopping_on_accuracy_of_a_regression_task_fails_before_training():
+    config = config_from_dict({"task": {"name": "adding", "length": 10}, "model": {"name": "rnn", "hidden_size": 4},
+                               "train": {"steps": 4, "eval_every": 2, "early_stopping": {"metric": "accuracy"},
+                                         "progress": False, "tensorboard": False}})
+    with pytest.raises(ConfigError, match="metric = 'accuracy' is not measured on 'regress' tasks"):
+        Trainer(config)
 
 
 def test_metrics_jsonl_and_tensorboard_are_written(tmp_path: Path):
@@ -256,19 +265,30 @@ def test_callback_figures_are_logged():
 CPU_BF16 = has_bf16(torch.device("cpu"))
 
 
-def test_precision_auto_is_fp32_on_cpu_and_bf16_only_where_asked(monkeypatch):
+def test_precision_auto_follows_the_hardware_and_bf16_is_refused_without_it(monkeypatch):
     cpu = torch.device("cpu")
-    assert autocast_dtype("auto", cpu) is None and autocast_dtype("fp32", cpu) is None
-    assert autocast_dtype("fp32", torch.device("cuda")) is None
-    monkeypatch.setattr("seqlab.training.trainer.has_bf16", lambda device: True)
-    assert autocast_dtype("bf16", cpu) == torch.bfloat16
-    monkeypatch.setattr("seqlab.training.trainer.has_bf16", lambda device: False)
-    with pytest.raises(ConfigError, match="no bf16 hardware.*set train.precision to auto or fp32"):
+    assert autocast_dtype("fp32", cpu) is None and autocast_dtype("fp32", torch.device("cuda")) is None
+    monkeypatch.setattr("seqlab.training.precision.cpu_has_bf16", lambda: True)  # AVX-512 BF16 / AMX
+    assert autocast_dtype("auto", cpu) == torch.bfloat16 and autocast_dtype("bf16", cpu) == torch.bfloat16
+    monkeypatch.setattr("seqlab.training.precision.cpu_has_bf16", lambda: False)  # e.g. an AVX2-only CPU
+    assert autocast_dtype("auto", cpu) is None and resolve_precision("auto", cpu) == "fp32"
+    with pytest.raises(ConfigError, match="no bf16 hardware.*set train.precision to auto"):
         autocast_dtype("bf16", cpu)
 
 
+def test_auto_on_a_cpu_without_bf16_trains_in_fp32_and_records_it(monkeypatch, tmp_path):
+    monkeypatch.setattr("seqlab.training.precision.cpu_has_bf16", lambda: False)
+    trainer = Trainer(config_from_dict(tiny_config(train={"steps": 3, "precision": "auto"})), out_dir=tmp_path / "run")
+    result = trainer.fit()
+    assert trainer.autocast_dtype is None and result.precision == "fp32"
+    assert json.loads((tmp_path / "run" / "final_metrics.json").read_text())["precision"] == "fp32"
+    assert (tmp_path / "run" / "config.yaml").read_text().startswith("# precision used: fp32 (train.precision: auto")
+    assert ckpt.read_meta(ckpt.latest_checkpoint(tmp_path / "run"))["precision"] == "fp32"
+
+
 @pytest.mark.parametrize(("precision", "expected"), [
-    ("auto", torch.float32),
+    ("fp32", torch.float32),
+    pytest.param("auto", torch.bfloat16 if CPU_BF16 else torch.float32),
     pytest.param("bf16", torch.bfloat16, marks=pytest.mark.skipif(not CPU_BF16, reason="this CPU has no bf16")),
 ])
 def test_forward_runs_in_the_precision_asked_and_the_loss_in_fp32(precision, expected):

@@ -233,3 +233,26 @@ def test_reference_attention_holds_the_n_by_n_weights() -> None:
         assert peak >= n * n * 4  # at least one float32 n×n matrix
         peaks.append(peak)
     assert 3.5 <= peaks[1] / peaks[0] <= 4.5
+
+
+def test_parameter_names_are_those_of_earlier_checkpoints() -> None:
+    """Typed caches and the one-call Residual left the state_dict layout as checkpoints have it."""
+    def params(*modules: str) -> set[str]:
+        return {f"{module}.{kind}" for module in modules for kind in ("weight", "bias")}
+
+    def projections(attention: str) -> set[str]:
+        return params(*(f"{attention}.{W}" for W in ("W_q", "W_k", "W_v", "W_o")))
+
+    ffn = params("ffn.W_1", "ffn.W_2")
+    encoder_layer = projections("self_attn") | ffn | params("attn_residual.norm", "ffn_residual.norm")
+    decoder_layer = (projections("self_attn") | projections("cross_attn") | ffn
+                     | params("self_residual.norm", "cross_residual.norm", "ffn_residual.norm"))
+    seq2seq = TransformerSeq2Seq(TransformerSpec(d_model=8, num_heads=2, d_ff=8, num_encoder_layers=1,
+                                                 num_decoder_layers=1, norm_first=True),
+                                 TaskInfo(kind="seq2seq", output_dim=7, vocab_size=7))
+    assert set(seq2seq.state_dict()) == (
+        {"out.weight", "src_embed.table.weight", "tgt_embed.table.weight"} | params("encoder.final_norm", "decoder.final_norm")
+        | {f"encoder.layers.0.{key}" for key in encoder_layer} | {f"decoder.layers.0.{key}" for key in decoder_layer})
+    lm = TransformerLM(TransformerLMSpec(d_model=8, num_heads=2, d_ff=8, num_layers=1, attention="linear"),
+                       TaskInfo(kind="tokens", output_dim=7, vocab_size=7))
+    assert set(lm.state_dict()) == {"embed.table.weight", "out.weight"} | {f"layers.layers.0.{key}" for key in encoder_layer}

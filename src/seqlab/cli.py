@@ -1,4 +1,4 @@
-"""The `seqlab` command: train | tour (and, per era, eval | translate | sample)."""
+"""The `seqlab` command: train | tour (and, per era, eval | translate | sample | export | serve)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Iterator
 
 from seqlab.errors import UserError, report_user_errors
+
+MAX_TEMPERATURE = 100.0  # beyond this every distribution is uniform to within float precision
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -21,12 +24,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"out_dir={args.out}")
     config = load_config(args.config, overrides)
     try:
-        result = train(config, out_dir=config.out_dir, resume=args.resume)
+        result = train(config, out_dir=config.out_dir, resume=args.resume, resume_from=args.resume_from)
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0
+    if result.stop_reason == "diverged":
+        print(f"seqlab train: error: the run diverged ({result.message}); see {config.out_dir}/final_metrics.json. "
+              "Lower train.lr or set train.grad_clip, then resume or start anew.", file=sys.stderr)
+        return 3
     for split, metrics in result.final.items():
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         print(f"{split}: {shown}")
@@ -59,27 +66,19 @@ def cmd_tour(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from seqlab.data.text import tokenize
     from seqlab.data.vocab import Vocab
-    from seqlab.inference.sampling import load_language_model, sample
+    from seqlab.inference.sampling import encode_prompt, load_language_model, sample
 
     if args.num < 1 or args.max_len < 1:
         raise UserError("--num and --max-len must be at least 1.")
-    if args.temperature < 0:
-        raise UserError(f"--temperature must be ≥ 0 (0 = greedy), got {args.temperature}.")
+    if not 0 <= args.temperature <= MAX_TEMPERATURE:
+        raise UserError(f"--temperature must be a number from 0 (greedy) to {MAX_TEMPERATURE:g}, got {args.temperature}.")
     if args.top_k is not None and args.top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {args.top_k}.")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise UserError(f"--top-p must be in (0, 1], got {args.top_p}.")
     lm = load_language_model(args.checkpoint)
-    text = args.prompt if args.prompt is not None else ("" if lm.line_format else "\n")
-    tokens = tokenize(text, lm.level)  # type: ignore[arg-type]
-    unknown = sorted({t for t in tokens if t not in lm.vocab.stoi})
-    if unknown:
-        raise UserError(f"the prompt holds tokens this model's vocabulary lacks: {unknown[:10]}; change --prompt.")
-    prompt = ([Vocab.bos_id] if lm.line_format else []) + lm.vocab.encode(tokens)
-    if not prompt:
-        raise UserError("this model continues running text: give a non-empty --prompt.")
+    text, prompt = encode_prompt(lm, args.prompt)
     generator = torch.Generator().manual_seed(args.seed)
     try:
         eos = Vocab.eos_id if lm.line_format else None  # running text has no <eos>: it never ends
@@ -95,13 +94,35 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stdin_lines() -> Iterator[str]:
+    """Lines of stdin, decoded by the same UTF-8 rule as --input files."""
+    from seqlab.data.parallel import decode_line
+
+    binary = getattr(sys.stdin, "buffer", None)
+    if binary is None:  # a text stream that is already decoded (e.g. in tests)
+        yield from (line.rstrip("\r\n") for line in sys.stdin)
+        return
+    for number, raw in enumerate(binary, start=1):
+        yield decode_line(raw.rstrip(b"\n"), "stdin", number)
+
+
 def _read_text_lines(path: str | None) -> list[str]:
     """Lines of --input FILE (plain or .gz, UTF-8) or of stdin."""
     from seqlab.data.parallel import read_lines
 
-    if path is not None:
-        return read_lines(path)
-    return [line.rstrip("\r\n") for line in sys.stdin]
+    return read_lines(path) if path is not None else list(_stdin_lines())
+
+
+def _check_decoding(args: argparse.Namespace) -> None:
+    """The decoding options translate and eval share, checked once."""
+    if args.beam < 1:
+        raise UserError(f"--beam must be at least 1 (1 = greedy), got {args.beam}.")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}.")
+    if args.max_src_len is not None and args.max_src_len < 1:
+        raise UserError(f"--max-src-len must be at least 1, got {args.max_src_len}.")
+    if not 0 <= args.length_penalty <= 10:
+        raise UserError(f"--length-penalty must be a number from 0 to 10, got {args.length_penalty}.")
 
 
 def _write_heatmaps(translations: list, folder: Path, first_line: int) -> int:
@@ -118,13 +139,14 @@ def _write_heatmaps(translations: list, folder: Path, first_line: int) -> int:
 def cmd_translate(args: argparse.Namespace) -> int:
     from seqlab.inference.translate import Translator
 
-    if args.beam < 1:
-        raise UserError(f"--beam must be at least 1, got {args.beam}.")
-    translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
-    options = dict(beam_size=args.beam, length_penalty=args.length_penalty, batch_size=args.batch_size, max_src_len=args.max_src_len)
+    _check_decoding(args)
     folder = Path(args.attention_dir) if args.attention_dir else None
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise UserError(f"--attention-dir {folder} is a file; give a directory for the heatmaps.")
+    translator = Translator.from_checkpoint(args.checkpoint, device=args.device, quantize=args.quantize)
+    options = dict(beam_size=args.beam, length_penalty=args.length_penalty, batch_size=args.batch_size, max_src_len=args.max_src_len)
     interactive = args.input is None and sys.stdin.isatty()
-    chunks = ([line.rstrip("\r\n")] for line in sys.stdin) if interactive else [_read_text_lines(args.input)]
+    chunks = ([line] for line in _stdin_lines()) if interactive else [_read_text_lines(args.input)]
     number, heatmaps = 1, 0
     for lines in chunks:
         translations = translator.translate(lines, first_line=number, **options)
@@ -147,7 +169,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from seqlab.evaluation.bleu import save_hypotheses, score_translations
     from seqlab.inference.translate import Translator
 
-    translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
+    _check_decoding(args)
+    translator = Translator.from_checkpoint(args.checkpoint, device=args.device, quantize=args.quantize)
     pairs = read_parallel(args.src, args.ref)
     sources, references = [s for s, _ in pairs], [r for _, r in pairs]
     began = time.perf_counter()
@@ -169,6 +192,82 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from seqlab.inference.export import export_ctranslate2
+
+    out = export_ctranslate2(args.checkpoint, args.out, args.quantization, args.force)
+    print(f"CTranslate2 model ({args.quantization}) written to {out}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+
+    import torch
+    import uvicorn
+
+    from seqlab.serve import ServeLimits, ServeSettings, create_app, load_served_models
+
+    if not 1 <= args.port <= 65535:
+        raise UserError(f"--port must be in 1–65535, got {args.port}.")
+    if args.batch_wait_ms < 0 or args.max_batch < 1:
+        raise UserError("--batch-wait-ms must be ≥ 0 and --max-batch at least 1.")
+    torch.set_num_threads(args.threads)
+    limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_texts=args.max_texts, max_beam=args.max_beam,
+                         max_tokens=args.max_tokens)
+    api_key = args.api_key or os.environ.get("SEQLAB_API_KEY") or None
+    settings = ServeSettings(limits=limits, api_key=api_key, batching=not args.no_batching,
+                             batch_wait_ms=args.batch_wait_ms, max_batch_sentences=args.max_batch)
+    models = load_served_models(args.runs)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
+        print(f"seqlab serve: warning: listening on {args.host} without --api-key: anyone who reaches it can use it",
+              file=sys.stderr)
+    names = ", ".join(f"{name} ({served.info.kind})" for name, served in models.items())
+    print(f"serving {names} on http://{args.host}:{args.port}/ (API docs at /docs)", flush=True)
+    # uvicorn finishes the requests in flight on SIGTERM, then raises the signal again: end with status 0 then.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    uvicorn.run(create_app(models, settings), host=args.host, port=args.port, log_level=args.log_level,
+                timeout_graceful_shutdown=args.graceful_timeout)
+    return 0
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def cmd_neighbours(args: argparse.Namespace) -> int:
+    from seqlab.inference.vectors import load_vectors, query_neighbours
+
+    if args.k < 1:
+        raise UserError(f"--k must be at least 1, got {args.k}.")
+    neighbours, unseen = query_neighbours(load_vectors(args.run), args.word, args.k)
+    if unseen:
+        print(f"{args.word!r} is not in the vocabulary: its vector is the sum of its character n-grams")
+    for item in neighbours:
+        print(f"{item.word:20s} {item.cosine:.4f}")
+    return 0
+
+
+def cmd_export_vectors(args: argparse.Namespace) -> int:
+    from seqlab.inference.vectors import export_word2vec, load_vectors
+
+    vectors = load_vectors(args.run)
+    rows = export_word2vec(vectors, args.out)
+    print(f"{rows} vectors of dimension {vectors.vectors.shape[1]} written to {args.out} (word2vec text format)")
+    return 0
+
+
+def _add_decoding_options(command: argparse.ArgumentParser) -> None:
+    """The decoding options of translate and eval (checked by `_check_decoding`)."""
+    group = command.add_argument_group("decoding")
+    group.add_argument("--beam", type=int, default=1, help="beam size; 1 = greedy (default)")
+    group.add_argument("--length-penalty", type=float, default=0.6, help="α of Wu et al. 2016 (default 0.6)")
+    group.add_argument("--batch-size", type=int, default=64, help="sentences decoded together (default 64)")
+    group.add_argument("--max-src-len", type=int, help="longest source line in tokens (default: the training limit)")
+    group.add_argument("--device", default="cpu")
+    group.add_argument("--quantize", choices=["int8"], help="decode with int8 Linear layers (torch.ao dynamic, CPU)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqlab", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -177,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="YAML run config (see configs/)")
     train.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a config key")
     train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in out_dir")
+    train.add_argument("--resume-from", metavar="STEP", help="continue from this step's checkpoint (e.g. before a divergence)")
     train.add_argument("--out", help="run directory (same as --set out_dir=...)")
     train.set_defaults(func=cmd_train)
 
@@ -204,29 +304,58 @@ def build_parser() -> argparse.ArgumentParser:
     translate = commands.add_parser("translate", help="translate lines with a seq2seq checkpoint")
     translate.add_argument("checkpoint", help="a checkpoint directory, or a run directory (its best, else latest)")
     translate.add_argument("--input", help="file of source lines (plain or .gz); default: stdin")
-    translate.add_argument("--beam", type=int, default=1, help="beam size; 1 = greedy (default)")
-    translate.add_argument("--length-penalty", type=float, default=0.6, help="α of Wu et al. 2016 (default 0.6)")
     translate.add_argument("--attention-dir", help="write one attention heatmap PNG per sentence here")
-    translate.add_argument("--batch-size", type=int, default=64, help="sentences decoded together (default 64)")
-    translate.add_argument("--max-src-len", type=int, help="longest source line in tokens (default: the training limit)")
-    translate.add_argument("--device", default="cpu")
+    _add_decoding_options(translate)
     translate.set_defaults(func=cmd_translate)
 
     evaluate = commands.add_parser("eval", help="BLEU, chrF and BLEU by length of a seq2seq checkpoint on a test set")
     evaluate.add_argument("checkpoint", help="a checkpoint directory, or a run directory (its best, else latest)")
     evaluate.add_argument("--src", required=True, help="source sentences, one per line (plain or .gz)")
     evaluate.add_argument("--ref", required=True, help="reference translations, line-aligned with --src")
-    evaluate.add_argument("--beam", type=int, default=1, help="beam size; 1 = greedy (default)")
-    evaluate.add_argument("--length-penalty", type=float, default=0.6, help="α of Wu et al. 2016 (default 0.6)")
     evaluate.add_argument("--tokenize", choices=["13a", "none", "intl", "char"],
                           help="sacreBLEU tokenisation (default: the one stored with the task)")
     evaluate.add_argument("--lowercase", action="store_true", help="case-insensitive BLEU")
     evaluate.add_argument("--hypotheses", help="write per-sentence hypotheses with sentence BLEU (JSON lines) here")
     evaluate.add_argument("--json", help="write the scores as JSON here")
-    evaluate.add_argument("--batch-size", type=int, default=64)
-    evaluate.add_argument("--max-src-len", type=int, help="longest source line in tokens (default: the training limit)")
-    evaluate.add_argument("--device", default="cpu")
+    _add_decoding_options(evaluate)
     evaluate.set_defaults(func=cmd_eval)
+
+    export = commands.add_parser("export", help="convert a Transformer checkpoint for a deployment engine")
+    export.add_argument("checkpoint", help="a checkpoint directory, or a run directory (its best, else latest)")
+    export.add_argument("--format", required=True, choices=["ctranslate2"], help="target engine")
+    export.add_argument("--out", required=True, help="directory to write the converted model to")
+    export.add_argument("--quantization", choices=["float32", "int8"], default="float32",
+                        help="weights stored as float32 (default) or int8")
+    export.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    export.set_defaults(func=cmd_export)
+
+    serve = commands.add_parser("serve", help="serve checkpoints over HTTP: translate, generate, a web page")
+    serve.add_argument("runs", nargs="+", metavar="RUN", help="run or checkpoint directories; NAME=PATH names one")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", help="require this key on every request but /healthz (default: $SEQLAB_API_KEY)")
+    serve.add_argument("--no-batching", action="store_true", help="decode each translate request alone")
+    serve.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch gathers requests (default 5)")
+    serve.add_argument("--max-batch", type=int, default=64, help="most sentences in one batched search (default 64)")
+    serve.add_argument("--max-texts", type=int, default=32, help="most texts in one translate request (default 32)")
+    serve.add_argument("--max-beam", type=int, default=8, help="largest beam a request may ask for (default 8)")
+    serve.add_argument("--max-tokens", type=int, default=512, help="most tokens one generate request may ask for")
+    serve.add_argument("--max-body-bytes", type=int, default=65536, help="largest request body (default 64 KiB)")
+    serve.add_argument("--threads", type=int, default=1, help="torch CPU threads for the models (default 1)")
+    serve.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds SIGTERM waits for requests in flight")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.set_defaults(func=cmd_serve)
+
+    neighbours = commands.add_parser("neighbours", help="nearest neighbours of a word by cosine in a word-vector run")
+    neighbours.add_argument("run", help="a word-vector run or checkpoint directory")
+    neighbours.add_argument("word")
+    neighbours.add_argument("--k", type=int, default=10, help="how many neighbours (default 10)")
+    neighbours.set_defaults(func=cmd_neighbours)
+
+    export_vectors = commands.add_parser("export-vectors", help="write a word-vector run in word2vec text format")
+    export_vectors.add_argument("run", help="a word-vector run or checkpoint directory")
+    export_vectors.add_argument("--out", required=True, help="the text file to write")
+    export_vectors.set_defaults(func=cmd_export_vectors)
 
     return parser
 

@@ -15,32 +15,22 @@ the full key path (``model.hidden_size``).
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
 
-from seqlab.errors import UserError
-
-
-class ConfigError(UserError):
-    """A configuration problem, phrased for the person who wrote the config."""
-
-
-class Spec(BaseModel):
-    """Base of every task and model spec: a `name` plus that family's own fields, no unknown keys."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    name: str
+from seqlab.errors import ConfigError
+from seqlab.registry import MODELS, TASKS, Spec
 
 
 class EarlyStopping(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    metric: str = "loss"
+    metric: Literal["loss", "accuracy"] = Field("loss", description="accuracy is measured on classify and token tasks")
     mode: Literal["min", "max"] = "min"
     patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
     min_delta: float = Field(0.0, ge=0.0)
@@ -70,7 +60,8 @@ class TrainConfig(BaseModel):
 
     steps: int = Field(1000, ge=1, description="optimiser updates")
     batch_size: int = Field(32, ge=1, description="global batch (all processes, all accumulation steps)")
-    batch_tokens: int | None = Field(None, ge=1, description="corpus tasks: target tokens per batch")
+    batch_tokens: int | None = Field(None, ge=1, description="corpus tasks (translation): batch by token count, at "
+                                     "most this many padded tokens per side, instead of batch_size sentences")
     grad_accum: int = Field(1, ge=1, description="micro-batches per update (same global batch)")
     optimizer: Literal["adamw", "sgd", "adam"] = "adamw"
     lr: float = Field(1e-3, gt=0)
@@ -93,10 +84,19 @@ class TrainConfig(BaseModel):
     tensorboard: bool = True
     device: str = "cpu"
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 autocast on a CUDA GPU that supports it, fp32 on CPUs; bf16: autocast "
-        "wherever the hardware has bf16 (e.g. CPUs with AVX-512 BF16), an error elsewhere; fp32: never",
+        "fp32", description="fp32 (the default: exact, the same on every machine): no autocast; auto: bf16 autocast "
+        "wherever the device has bf16 hardware (CUDA GPUs that support it, CPUs with AVX-512 BF16 or AMX), fp32 "
+        "elsewhere; bf16: autocast, an error without bf16 hardware",
     )
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: torch's choice")
+    init_from: str | None = Field(None, description="start from another run's weights (pre-train, then fine-tune): "
+                                  "a run or checkpoint directory; tensors matching by name and shape are copied")
+
+    @model_validator(mode="after")
+    def _tbptt_without_accumulation(self) -> "TrainConfig":
+        if self.tbptt is not None and self.grad_accum != 1:
+            raise ValueError("train.tbptt runs without gradient accumulation: set train.grad_accum to 1")
+        return self
 
 
 class RunConfig(BaseModel):
@@ -182,6 +182,7 @@ def _format_errors(error: ValidationError, model_cls: type[BaseModel], prefix: s
     """One line per bad key: its full path, the value given, and what is allowed (or the closest known key)."""
     problems: dict[str, list[str]] = {}
     values: dict[str, str] = {}
+    hints: dict[str, str] = {}
     for err in error.errors():
         path, parent, holder = _locate(tuple(err["loc"]), model_cls, prefix)
         if err["type"] == "extra_forbidden":
@@ -190,13 +191,20 @@ def _format_errors(error: ValidationError, model_cls: type[BaseModel], prefix: s
             problems.setdefault(path, []).append(f"unknown key '{path}'.{_did_you_mean(key, options, parent)}")
         elif err["type"] == "missing":
             problems.setdefault(path, []).append(f"'{path}' is required but missing.")
+        elif err["type"] == "value_error" and isinstance(err.get("input"), dict):  # a check across keys of a section
+            problems.setdefault(path, []).append(str(err["msg"]).removeprefix("Value error, ") + ".")
         else:
             values[path] = repr(err.get("input"))
             problems.setdefault(path, []).append(err["msg"])
+            if err["type"] == "literal_error":  # one of fixed words: name the closest
+                allowed = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
+                close = difflib.get_close_matches(str(err.get("input")), allowed, n=1)
+                hints[path] = f" Did you mean {close[0]!r}?" if close else ""
     lines = []
     for path, messages in problems.items():
         if path in values:
-            lines.append(f"'{path}' = {values[path]} is not allowed: {'; or '.join(dict.fromkeys(messages))}.")
+            lines.append(f"'{path}' = {values[path]} is not allowed: {'; or '.join(dict.fromkeys(messages))}."
+                         + hints.get(path, ""))
         else:
             lines.extend(messages)
     return "\n".join(lines)
@@ -218,16 +226,30 @@ def validate_spec(raw: Any, kind: str, registry: dict[str, type[Spec]]) -> Spec:
         raise ConfigError(_format_errors(err, spec_cls, kind)) from None
 
 
+def upgrade_config(data: dict[str, Any]) -> dict[str, Any]:
+    """Read configs saved by earlier versions: `task.batch_tokens` (translation) became `train.batch_tokens`."""
+    task = data.get("task")
+    if isinstance(task, dict) and task.get("name") == "translation" and "batch_tokens" in task:
+        task = dict(task)
+        batch_tokens = task.pop("batch_tokens")
+        train = dict(data.get("train") or {})
+        if batch_tokens is not None and train.get("batch_tokens") is None:
+            train["batch_tokens"] = batch_tokens
+        data = {**data, "task": task, "train": train}
+    return data
+
+
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Validate a plain mapping into a RunConfig (task and model checked against their registries)."""
-    from seqlab.registry import MODELS, TASKS
+    import seqlab.data  # noqa: F401  (importing the families fills TASKS and MODELS; the families sit
+    import seqlab.models  # noqa: F401  above this module, so they are imported when a config is first read)
 
     if not isinstance(data, dict):
         raise ConfigError("a run config must be a mapping with 'task', 'model' and optionally 'train', 'seed'.")
     missing = [key for key in ("task", "model") if key not in data]
     if missing:
         raise ConfigError(f"the config has no {' or '.join(repr(m) for m in missing)} section.")
-    data = dict(data)
+    data = upgrade_config(dict(data))
     problems: list[str] = []
     specs: dict[str, Spec] = {}
     for kind, registry in (("task", TASKS.specs()), ("model", MODELS.specs())):
@@ -252,7 +274,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, value = text.split("=", 1)
     if not key:
         raise ConfigError(f"--set {text!r}: the key path is empty.")
-    return key.split("."), yaml.safe_load(value)
+    try:
+        return key.split("."), yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        problem = str(getattr(err, "problem", None) or err).strip()
+        raise ConfigError(
+            f"--set {text!r}: the value {value!r} is not valid YAML ({problem}). Values are read as YAML: close "
+            f"brackets in lists ([1, 2]), and quote text holding {{}}, [], ':' or '#', e.g. --set '{key}=\"{value}\"'."
+        ) from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -49,7 +49,7 @@ def run_experiment(exp: Experiment, mode: Mode, out_dir: Path, seed: int) -> dic
     record: dict[str, Any] = {
         "name": exp.name, "era": exp.era, "claim": exp.claim, "source": exp.source, "threshold": exp.threshold,
     }
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     threads = torch.get_num_threads()  # a run with train.threads set changes it for the whole process
     try:
         torch.manual_seed(seed)
@@ -59,13 +59,15 @@ def run_experiment(exp: Experiment, mode: Mode, out_dir: Path, seed: int) -> dic
             figures=outcome.figures,
             images=[str(Path(p).relative_to(out_dir)) for p in outcome.images],
             setup=outcome.setup,
+            checks=outcome.checks,
         )
     except Exception as err:  # noqa: BLE001  (the tour records any failure and goes on)
-        record.update(verdict="error", figures={}, images=[], setup="",
+        record.update(verdict="error", figures={}, images=[], setup="", checks={},
                       error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=6))
     finally:
         torch.set_num_threads(threads)
     record["seconds"] = round(time.perf_counter() - began, 2)
+    record["cpu_seconds"] = round(time.process_time() - cpu_began, 2)  # what machine load does not inflate
     return record
 
 
@@ -92,3 +94,10 @@ def run_tour(
     (out_dir / "results.json").write_text(json.dumps(report, indent=1, default=float))
     write_report(report, out_dir)
     return report
+
+
+def verdicts_by_run(reports: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Each experiment's verdict in each of several tour reports ('missing' where a run lacks it)."""
+    names = list(dict.fromkeys(r["name"] for report in reports for r in report["experiments"]))
+    return {name: [next((r["verdict"] for r in report["experiments"] if r["name"] == name), "missing")
+                   for report in reports] for name in names}

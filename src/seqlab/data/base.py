@@ -6,6 +6,7 @@ A batch is a dict of tensors. Conventions shared by all tasks:
 - ``lengths``: (batch,) true lengths of padded sequences (absent when every sequence is full);
 - ``targets``: (batch,) class ids, (batch, outputs) regression targets, or (batch, time) token ids
   with ``IGNORE`` (-100) at padded positions;
+- ``bits`` tasks: ``targets`` (batch, time, bits) of 0/1 floats, ``IGNORE`` where no output is asked;
 - sequence-to-sequence tasks add ``src``, ``src_lengths``, ``tgt_in`` (decoder input, starting with
   ``<bos>``) and use ``targets`` for the decoder output.
 """
@@ -21,7 +22,7 @@ import torch
 
 Batch = dict[str, torch.Tensor]
 IGNORE = -100
-TaskKind = Literal["classify", "regress", "tokens", "seq2seq"]
+TaskKind = Literal["classify", "regress", "tokens", "seq2seq", "loss", "bits"]  # loss: the model returns per-example losses; bits: per-bit logits, binary cross-entropy
 
 
 @dataclass
@@ -44,9 +45,14 @@ def step_generator(seed: int, *keys: int | str) -> torch.Generator:
 
 
 class Task(ABC):
-    """A source of training and evaluation batches."""
+    """A source of training and evaluation batches.
+
+    A corpus task that can batch by token count sets `token_batching`; the trainer then hands it
+    `train.batch_tokens` as `batch_tokens` (padded tokens per side per batch)."""
 
     info: TaskInfo
+    token_batching: bool = False
+    batch_tokens: int | None = None
 
     @abstractmethod
     def train_batch(self, step: int, batch_size: int) -> Batch:

@@ -6,7 +6,7 @@ from typing import Literal
 
 import torch
 
-from seqlab.config import Spec
+from seqlab.registry import Spec
 from seqlab.data.base import Batch, GeneratedTask, TaskInfo
 from seqlab.registry import TASKS
 

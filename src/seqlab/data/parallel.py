@@ -18,7 +18,7 @@ from typing import Any, Iterator, Literal
 
 from pydantic import Field
 
-from seqlab.config import Spec
+from seqlab.registry import Spec
 from seqlab.data.base import Batch, Task, TaskInfo
 from seqlab.data.batching import LengthBucketBatcher, collate, eval_batches
 from seqlab.data.tokenizers import Codec, SubwordModel, TokenizerKind, build_tokenizer
@@ -44,15 +44,17 @@ def read_lines(path: str | Path) -> list[str]:
     raw_lines = data.split(b"\n")
     if raw_lines and raw_lines[-1] == b"":
         raw_lines.pop()
-    lines = []
-    for number, raw in enumerate(raw_lines, start=1):
-        try:
-            lines.append(raw.decode("utf-8").rstrip("\r"))
-        except UnicodeDecodeError as err:
-            raise ParallelCorpusError(
-                f"{path}, line {number}: invalid UTF-8 ({err.reason} at byte {err.start}); convert the file to UTF-8."
-            ) from None
-    return lines
+    return [decode_line(raw, str(path), number) for number, raw in enumerate(raw_lines, start=1)]
+
+
+def decode_line(raw: bytes, where: str, number: int) -> str:
+    """One line of UTF-8 text without its line ending; anything else is refused, naming the line."""
+    try:
+        return raw.decode("utf-8").rstrip("\r")
+    except UnicodeDecodeError as err:
+        raise ParallelCorpusError(
+            f"{where}, line {number}: invalid UTF-8 ({err.reason} at byte {err.start}); convert the text to UTF-8."
+        ) from None
 
 
 def read_parallel(src_path: str | Path, tgt_path: str | Path) -> list[tuple[str, str]]:
@@ -149,20 +151,21 @@ class TranslationSpec(Spec):
     max_len: int = Field(100, ge=1, description="pairs with a side longer than this many tokens are dropped")
     max_train_pairs: int | None = Field(None, ge=1, description="use only the first N training pairs")
     max_eval_pairs: int | None = Field(None, ge=1, description="use only the first N pairs of each evaluation split")
-    batch_tokens: int | None = Field(None, ge=1, description="padded tokens per side per batch (else train.batch_size sentences)")
     bucket_width: int = Field(2, ge=1)
     bleu_tokenize: BleuTokenize = Field("13a", description="sacreBLEU tokenisation; 'none' for pre-tokenised references")
 
 
 class TranslationTask(Task):
-    """Sentence pairs of a parallel corpus as seq2seq batches (source + <eos>; <bos> + target; target + <eos>)."""
+    """Sentence pairs of a parallel corpus as seq2seq batches (source + <eos>; <bos> + target; target + <eos>);
+    batched by `train.batch_tokens` padded tokens per side when set, else `train.batch_size` sentences."""
+
+    token_batching = True
 
     def __init__(self, spec: TranslationSpec, seed: int) -> None:
         if "train" not in spec.splits or "val" not in spec.splits:
             raise UserError("task.splits needs at least 'train' and 'val' entries.")
         self.spec = spec
         self.seed = seed
-        self.batch_tokens = spec.batch_tokens
         raw = {role: self._read(name) for role, name in spec.splits.items()}
         raw["train"] = raw["train"][: spec.max_train_pairs]
         for role in raw:

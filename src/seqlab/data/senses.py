@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from seqlab.config import Spec
+from seqlab.registry import Spec
 from seqlab.data.base import Batch, GeneratedTask, TaskInfo
 from seqlab.data.vocab import Vocab
 from seqlab.registry import TASKS

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from seqlab.config import Spec
+from seqlab.registry import Spec
 from seqlab.data.base import IGNORE, Batch, GeneratedTask, TaskInfo, step_generator
 from seqlab.data.stream import StreamTask
 from seqlab.registry import TASKS

@@ -21,7 +21,7 @@ from typing import Any, Iterator, Literal
 import torch
 from pydantic import Field, model_validator
 
-from seqlab.config import Spec
+from seqlab.registry import Spec
 from seqlab.data.base import IGNORE, Batch, Task, TaskInfo, step_generator
 from seqlab.data.stream import StreamTask, batchify, cyclic_window
 from seqlab.data.synthetic import sum_of_sines
@@ -60,18 +60,23 @@ def split_sizes(total: int, val_fraction: float, test_fraction: float) -> tuple[
     return total - val - test, val, test
 
 
-class LMSpec(Spec):
-    name: Literal["lm"] = "lm"
+class TextCorpusSpec(Spec):
+    """How a text file is read, split and turned into a vocabulary (shared by tasks that must agree on it)."""
+
     path: str = Field(..., description="a UTF-8 text file")
     level: Literal["char", "word"] = "char"
-    format: Literal["text", "lines"] = "text"
-    block_size: int = Field(128, ge=1, description="format=text: tokens per training window")
     lowercase: bool = False
     min_freq: int = Field(1, ge=1)
     max_vocab: int | None = Field(None, ge=1)
     val_fraction: float = Field(0.05, gt=0, lt=0.5)
     test_fraction: float = Field(0.05, gt=0, lt=0.5)
     split_seed: int = 0
+
+
+class LMSpec(TextCorpusSpec):
+    name: Literal["lm"] = "lm"
+    format: Literal["text", "lines"] = "text"
+    block_size: int = Field(128, ge=1, description="format=text: tokens per training window")
 
 
 class LanguageModelTask(Task, StreamTask):

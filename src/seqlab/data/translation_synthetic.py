@@ -24,7 +24,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 
-from seqlab.config import Spec
+from seqlab.registry import Spec
 from seqlab.data.base import IGNORE, Batch, GeneratedTask, TaskInfo
 from seqlab.data.batching import collate
 from seqlab.data.parallel import translation_state

@@ -13,14 +13,18 @@ resident-set sizes are not.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 import weakref
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import flop_registry, sdpa_flop_count
+
+K = TypeVar("K")
 
 
 class TensorMemoryTracker(TorchDispatchMode):
@@ -61,32 +65,84 @@ def peak_tensor_bytes(fn: Callable[[], Any]) -> tuple[Any, int]:
     return result, tracker.peak
 
 
-def best_time(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> float:
-    """The fastest of `repeats` wall-clock timings of `fn()` in seconds (after `warmup` untimed calls):
-    the minimum is the least disturbed by other processes on a shared machine."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return min(times)
+class OperationCounter(TorchDispatchMode):
+    """Counts the arithmetic of every ATen operation run inside the `with` block, in `operations`: a matrix
+    product (mm, bmm, addmm, fused attention) counts torch's FLOP formula (2·m·n·k), any other operation
+    that computes new values one per output element (elementwise maps, reductions, scans), and views
+    (outputs sharing an input's storage) nothing; `calls` counts the operations that compute, one each
+    (on a CPU thread, the kernels run one after another). Counts, unlike times, do not change with machine
+    load or CPU kind."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.operations = 0
+        self.calls = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: dict | None = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.operations += int(formula(*args, **(kwargs or {}), out_val=out))
+            self.calls += 1
+            return out
+        if func._overloadpacket is torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
+            query, key, value = args[:3]
+            self.operations += int(sdpa_flop_count(query.shape, key.shape, value.shape))
+            self.calls += 1
+            return out
+        if func._overloadpacket in FUSED_RNN:
+            self.operations += FUSED_RNN[func._overloadpacket](*args)
+            self.calls += 1
+            return out
+        existing = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        computed = sum(t.numel() for t in tree_leaves(out)
+                       if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in existing)
+        self.operations += computed
+        self.calls += computed > 0
+        return out
 
 
-def interleaved_best_times(calls: dict[Any, Callable[[], Any]], repeats: int = 3, warmup: int = 1) -> dict[Any, float]:
-    """The fastest of `repeats` timings of every call, taken round-robin (call 1, call 2, …, call 1, …)
-    so that a burst of load from other processes spoils one sample of many calls, not every sample of one."""
+def _elements(sequence: torch.Tensor) -> int:
+    return sequence.shape[0] * sequence.shape[1] if sequence.dim() == 3 else sequence.shape[0]
+
+
+# torch's fused recurrent kernels: 2 FLOPs per entry of each weight matrix (W x_t, U h_{t−1}) per sequence element
+FUSED_RNN: dict[Any, Callable[..., int]] = {
+    torch.ops.aten.mkldnn_rnn_layer: lambda x, w_ih, w_hh, *rest: 2 * _elements(x) * (w_ih.numel() + w_hh.numel()),
+    torch.ops.aten.lstm: lambda x, hx, params, *rest: 2 * _elements(x) * sum(w.numel() for w in params if w.dim() == 2),
+}
+
+
+def operation_count(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """Run `fn()` once; return its result and the operations it performed (see `OperationCounter`)."""
+    with OperationCounter() as counter:
+        result = fn()
+    return result, counter.operations
+
+
+def median_times(calls: Mapping[K, Callable[[], Any]], repeats: int = 5, warmup: int = 1,
+                 min_seconds: float = 0.0) -> dict[K, float]:
+    """Median seconds per call of each of `calls`, from `repeats` samples taken round-robin (call 1, call 2,
+    …, call 1, …) after `warmup` untimed calls of each. A burst of load from other processes then spoils
+    one sample of many calls rather than every sample of one, and the median ignores it. A call faster
+    than `min_seconds` is looped within each sample until the sample lasts that long."""
     for fn in calls.values():
         for _ in range(warmup):
             fn()
-    best = {key: math.inf for key in calls}
+    loops: dict[K, int] = {}
+    for key, fn in calls.items():
+        began = time.perf_counter()
+        fn()
+        once = max(time.perf_counter() - began, 1e-9)
+        loops[key] = max(1, math.ceil(min_seconds / once))
+    samples: dict[K, list[float]] = {key: [] for key in calls}
     for _ in range(repeats):
         for key, fn in calls.items():
             began = time.perf_counter()
-            fn()
-            best[key] = min(best[key], time.perf_counter() - began)
-    return best
+            for _ in range(loops[key]):
+                fn()
+            samples[key].append((time.perf_counter() - began) / loops[key])
+    return {key: statistics.median(values) for key, values in samples.items()}
 
 
 def loglog_slope(xs: Sequence[float], ys: Sequence[float]) -> float:

@@ -36,4 +36,15 @@ ERAS: list[Era] = [
         "Vaswani et al.; Katharopoulos et al.; Schlag, Irie & Schmidhuber; Gehring et al.; van den Oord et al.",
         "Self-attention, multi-head, positional encodings: every position in parallel; linear attention as fast weights.",
         "Quadratic cost in sequence length; order only through positional encodings."),
+    Era("roads", "1990s–2016", "The roads not taken",
+        "Weston, Chopra & Bordes; Sukhbaatar et al.; Graves, Wayne & Danihelka; Kalchbrenner et al.; Mikolov et al.; "
+        "Pennington et al.; Bojanowski et al.",
+        "External memories read by attention (memory networks, the Neural Turing Machine), dilated convolutions "
+        "(ByteNet), static word vectors (word2vec, GloVe, fastText).",
+        "Complex to train and hard to scale; one vector per word whatever its context."),
+    Era("beyond", "2020–", "After the Transformer",
+        "Gu, Goel & Ré; Gu & Dao; Kaplan et al.; Radford et al.; Brown et al.",
+        "State-space models: a linear recurrence trained as a long convolution (S4D) or a selective scan (Mamba), "
+        "linear in sequence length with a constant state; and larger models trained on more data.",
+        "A fixed-size state must compress the whole past; gains from scale cost compute that grows with them."),
 ]

@@ -1,8 +1,6 @@
-"""Sampling text from any language model that generates step by step.
-
-A language model exposes ``init_state(batch_size)`` and ``step(state, tokens (batch,)) -> (logits
-(batch, V), state)`` (the recurrent models, the bigram / MLP / WaveNet models and the Transformer LMs,
-whose state is the key/value cache or the fast weights). Each next token is drawn from
+"""Sampling from any model of the decoding protocol (`seqlab.inference.decoding`): a language model
+continues a prompt; an encoder–decoder, given a source batch, samples translations of it. Each next
+token is drawn from
 
     p_i ∝ exp(logit_i / T)        (temperature T; T = 0 takes the most probable token)
 
@@ -14,15 +12,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
 
 from seqlab.config import config_from_dict
-from seqlab.data.base import TaskInfo
+from seqlab.data.base import Batch, TaskInfo
+from seqlab.data.text import tokenize
 from seqlab.data.vocab import Vocab
 from seqlab.errors import UserError
+from seqlab.inference.decoding import Decoder, device_of, evaluating, run_steps, select_rows
 
 
 def filter_logits(logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> Tensor:
@@ -52,7 +52,6 @@ def next_token(
     return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(logits.device)
 
 
-@torch.no_grad()
 def sample(
     model: nn.Module,
     num: int,
@@ -64,37 +63,63 @@ def sample(
     eos_id: int | None = Vocab.eos_id,
     generator: torch.Generator | None = None,
     banned: tuple[int, ...] = (Vocab.pad_id, Vocab.bos_id),
+    batch: Batch | None = None,
 ) -> list[list[int]]:
     """`num` continuations of `prompt` (its ids, e.g. starting with <bos>), each at most `max_len` new
     tokens, stopping at `eos_id` (not included), never drawing a `banned` id (symbols that are never a
-    next token, such as <pad> and <bos>). The prompt is fed one token at a time through `step`."""
+    next token, such as <pad> and <bos>). The prompt is fed one token at a time through `step`.
+
+    With `batch` (an encoder–decoder's source), `num` samples of every source sentence, sentence by
+    sentence: rows [i·num, (i+1)·num) belong to sentence i."""
+    rows = num * (batch["src"].shape[0] if batch is not None else 1)
+    generated: list[list[int]] = [[] for _ in range(rows)]
+    for drawn in sample_steps(model, num, max_len, prompt, temperature, top_k, top_p, eos_id, generator, banned, batch):
+        for row, token in enumerate(drawn):
+            if token is not None:
+                generated[row].append(token)
+    return generated
+
+
+@torch.no_grad()
+def sample_steps(
+    model: nn.Module,
+    num: int,
+    max_len: int,
+    prompt: list[int] | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = Vocab.eos_id,
+    generator: torch.Generator | None = None,
+    banned: tuple[int, ...] = (Vocab.pad_id, Vocab.bos_id),
+    batch: Batch | None = None,
+) -> Iterator[list[int | None]]:
+    """The draws of `sample` (same arguments) as they happen: after each step, every row's new token, or
+    None for a row that has ended (its `eos_id` is not yielded). `seqlab serve` streams these."""
     if not prompt:
         raise ValueError("sampling needs at least one prompt token (<bos> for line-per-sequence models)")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    state = model.init_state(num)
-    logits = None
-    for token in prompt:
-        logits, state = model.step(state, torch.full((num,), token, dtype=torch.long, device=device))
-    assert logits is not None
-    generated: list[list[int]] = [[] for _ in range(num)]
-    finished = torch.zeros(num, dtype=torch.bool)
-    for t in range(max_len):
-        if banned:
-            logits = logits.index_fill(-1, torch.tensor(banned, device=logits.device), float("-inf"))
-        tokens = next_token(logits, temperature, top_k, top_p, generator)
-        for row, token in enumerate(tokens.tolist()):
-            if not finished[row]:
-                if eos_id is not None and token == eos_id:
-                    finished[row] = True
-                else:
-                    generated[row].append(token)
-        if bool(finished.all()) or t == max_len - 1:
-            break
-        logits, state = model.step(state, tokens)
-    model.train(was_training)
-    return generated
+    with evaluating(model):
+        device = device_of(model)
+        memory = model.encode(batch if batch is not None else {})
+        if batch is not None:
+            sources = batch["src"].shape[0]
+            memory = select_rows(memory, torch.arange(sources).repeat_interleave(num))
+            num *= sources
+        state = model.init_state(memory, num)
+        tokens = torch.tensor(prompt, dtype=torch.long, device=device).expand(num, -1)
+        logits, state, _ = run_steps(model, memory, state, tokens)
+        logits = logits[:, -1]
+        finished = [False] * num
+        for t in range(max_len):
+            if banned:
+                logits = logits.index_fill(-1, torch.tensor(banned, device=logits.device), float("-inf"))
+            tokens = next_token(logits, temperature, top_k, top_p, generator)
+            drawn = tokens.tolist()
+            finished = [done or (eos_id is not None and token == eos_id) for done, token in zip(finished, drawn)]
+            yield [None if done else token for done, token in zip(finished, drawn)]
+            if all(finished) or t == max_len - 1:
+                return
+            logits, state, _ = model.step(memory, state, tokens)
 
 
 @dataclass
@@ -107,6 +132,20 @@ class LanguageModelCheckpoint:
     joiner: str
     line_format: bool
     meta: dict[str, Any]
+
+
+def encode_prompt(lm: LanguageModelCheckpoint, text: str | None, option: str = "--prompt") -> tuple[str, list[int]]:
+    """The prompt text (default: a new sequence) and the ids fed before the first draw (<bos> first for a
+    line-per-sequence model); a bad prompt is a UserError that tells the user to change `option`."""
+    text = text if text is not None else ("" if lm.line_format else "\n")
+    tokens = tokenize(text, lm.level)  # type: ignore[arg-type]
+    unknown = sorted({t for t in tokens if t not in lm.vocab.stoi})
+    if unknown:
+        raise UserError(f"the prompt holds tokens this model's vocabulary lacks: {unknown[:10]}; change {option}.")
+    ids = ([Vocab.bos_id] if lm.line_format else []) + lm.vocab.encode(tokens)
+    if not ids:
+        raise UserError(f"this model continues running text: give a non-empty {option}.")
+    return text, ids
 
 
 def load_language_model(path: str | Path) -> LanguageModelCheckpoint:
@@ -124,7 +163,7 @@ def load_language_model(path: str | Path) -> LanguageModelCheckpoint:
     vocab = Vocab.from_state(task_state["vocab"])
     info = TaskInfo(kind="tokens", output_dim=len(vocab), vocab_size=len(vocab), pad_id=Vocab.pad_id)
     model = build_model(config.model, info)
-    if not (hasattr(model, "init_state") and hasattr(model, "step")):
+    if not isinstance(model, Decoder):
         raise UserError(f"the {config.model.name} model cannot generate step by step.")
     load_weights(checkpoint.path, model)
     task = meta["config"]["task"]

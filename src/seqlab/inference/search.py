@@ -1,55 +1,32 @@
-"""Greedy and batched beam search for every encoder–decoder that implements `IncrementalDecoder`.
-
-A model decodes one target token at a time through three methods:
-
-    memory = model.encode(batch)                        # what the encoder computed, once per sentence
-    state  = model.init_state(memory)                   # the decoder's starting state (a KV cache is state)
-    output, state, attention = model.step(memory, state, tokens)
-
-Every tensor in `memory` and `state` is batch-first (dim 0 = batch), so search reorders beams and drops
-finished sentences with one `index_select(0, rows)` per tensor, whatever the model keeps there.
+"""Greedy and batched beam search for every model of the decoding protocol (`seqlab.inference.decoding`):
+translators decode a source batch, language models continue a ``prompt`` (a batch with no source).
 
 Beam search (Sutskever et al. 2014 §3.2; Wu et al. 2016 §7) keeps the `beam_size` best prefixes of
 every sentence; a prefix that ends in <eos> is set aside and ranked by s(Y) = log P(Y|X) / lp(Y) with
 the length penalty lp(Y) = (5 + |Y|)^α / 6^α. A sentence stops once it holds `beam_size` finished
 hypotheses and no live prefix can still beat the worst of them (log-probabilities only fall as a
-prefix grows), or at its length limit ⌊ratio · source length⌋ + offset, where <eos> is forced.
+prefix grows), or at its length limit ⌊ratio · source length⌋ + offset, where <eos> is forced (a
+language model has no source: `max_len_offset` tokens at most). `beam_search_n_best` returns the
+`n_best` ≤ `beam_size` best finished hypotheses of every sentence by s(Y); the first is `beam_search`'s.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
 from seqlab.data.base import Batch
-from seqlab.data.vocab import Vocab
+from seqlab.inference.decoding import BOS, EOS, begin, evaluating, select_rows, source_lengths
 
-BOS, EOS = Vocab.bos_id, Vocab.eos_id
-
-
-class IncrementalDecoder(Protocol):
-    """An encoder–decoder that search can drive token by token; every tensor batch-first."""
-
-    def encode(self, batch: Batch) -> dict[str, Tensor]:
-        """Memory of the source side (encoder states, precomputed keys, masks)."""
-        ...
-
-    def init_state(self, memory: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The decoder state before the first target token."""
-        ...
-
-    def step(self, memory: dict[str, Tensor], state: dict[str, Tensor], tokens: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
-        """Feed the previous tokens (batch,) (<bos> first); return log-probabilities or logits (batch, vocab),
-        the new state, and the attention over the source (batch, src) or None."""
-        ...
+__all__ = ["BOS", "EOS", "Hypothesis", "beam_search", "beam_search_n_best", "decode", "decode_n_best", "greedy_search",
+           "length_penalty", "max_lengths"]
 
 
 @dataclass
 class Hypothesis:
-    """One decoded sentence: target ids (no <bos>/<eos>), log P(Y|X) including <eos>, and attention rows."""
+    """One decoded sentence: target ids (no prompt/<eos>), log P(Y|X) including <eos>, and attention rows."""
 
     tokens: list[int]
     score: float
@@ -67,56 +44,42 @@ def max_lengths(src_lengths: Tensor, ratio: float, offset: int) -> Tensor:
     return (src_lengths.float() * ratio).floor().long() + offset
 
 
-def _select(tensors: dict[str, Tensor], rows: Tensor) -> dict[str, Tensor]:
-    return {key: value.index_select(0, rows) for key, value in tensors.items()}
-
-
-def _log_probs(output: Tensor) -> Tensor:
-    return torch.log_softmax(output.float(), dim=-1)
-
-
-def _crop(attention: Tensor | None, src_length: int) -> Tensor | None:
-    return None if attention is None else attention[:, :src_length].clone()
+def _log_probs(logits: Tensor) -> Tensor:
+    return torch.log_softmax(logits.float(), dim=-1)
 
 
 @torch.no_grad()
 def greedy_search(model: nn.Module, batch: Batch, max_len_ratio: float = 1.5, max_len_offset: int = 5) -> list[Hypothesis]:
     """The most probable token at every step, for a whole batch; finished sentences leave the batch."""
-    was_training = model.training
-    model.eval()
-    src_lengths = batch["src_lengths"].cpu()
-    limit = max_lengths(src_lengths, max_len_ratio, max_len_offset)
-    memory = model.encode(batch)
-    state = model.init_state(memory)
-    size, steps = src_lengths.shape[0], int(limit.max())
-    device = next(iter(memory.values())).device
-    tokens = torch.full((size,), BOS, dtype=torch.long, device=device)
-    rows = torch.arange(size, device=device)  # original sentence of each live row
-    limit = limit.to(device)
-    outputs = torch.full((size, steps), EOS, dtype=torch.long, device=device)
-    scores = torch.zeros(size, device=device)
-    lengths = torch.zeros(size, dtype=torch.long, device=device)
-    attentions: Tensor | None = None
-    for t in range(steps):
-        output, state, attention = model.step(memory, state, tokens)
-        log_probs = _log_probs(output)
-        chosen = torch.where(t + 1 >= limit[rows], EOS, log_probs.argmax(-1))
-        outputs[rows, t] = chosen
-        scores[rows] += log_probs.gather(1, chosen[:, None]).squeeze(1)
-        lengths[rows] = t + 1
-        if attention is not None:
-            if attentions is None:
-                attentions = torch.zeros(size, steps, attention.shape[-1], device=device)
-            attentions[rows, t] = attention.float()
-        live = chosen != EOS
-        if not bool(live.any()):
-            break
-        if not bool(live.all()):
-            keep = live.nonzero().squeeze(1)
-            memory, state = _select(memory, keep), _select(state, keep)
-            rows, chosen = rows[keep], chosen[keep]
-        tokens = chosen
-    model.train(was_training)
+    with evaluating(model):
+        memory, state, tokens = begin(model, batch)
+        size, device = tokens.shape[0], tokens.device
+        src_lengths = source_lengths(batch, size)
+        limit = max_lengths(src_lengths, max_len_ratio, max_len_offset).to(device)
+        steps = int(limit.max())
+        rows = torch.arange(size, device=device)  # original sentence of each live row
+        outputs = torch.full((size, steps), EOS, dtype=torch.long, device=device)
+        scores = torch.zeros(size, device=device)
+        lengths = torch.zeros(size, dtype=torch.long, device=device)
+        attentions: Tensor | None = None
+        for t in range(steps):
+            logits, state, attention = model.step(memory, state, tokens)
+            log_probs = _log_probs(logits)
+            chosen = torch.where(t + 1 >= limit[rows], EOS, log_probs.argmax(-1))
+            outputs[rows, t] = chosen
+            scores[rows] += log_probs.gather(1, chosen[:, None]).squeeze(1)
+            lengths[rows] = t + 1
+            if attention is not None:
+                if attentions is None:
+                    attentions = torch.zeros(size, steps, attention.shape[-1], device=device)
+                attentions[rows, t] = attention.float()
+            live = chosen != EOS
+            if not bool(live.any()):
+                break
+            if not bool(live.all()):
+                keep = live.nonzero().squeeze(1)
+                memory, state, rows, chosen = select_rows((memory, state, rows, chosen), keep)
+            tokens = chosen
     outputs, scores, lengths = outputs.cpu(), scores.cpu(), lengths.cpu()
     hypotheses = []
     for sentence in range(size):
@@ -127,7 +90,6 @@ def greedy_search(model: nn.Module, batch: Batch, max_len_ratio: float = 1.5, ma
     return hypotheses
 
 
-@torch.no_grad()
 def beam_search(
     model: nn.Module,
     batch: Batch,
@@ -136,83 +98,81 @@ def beam_search(
     max_len_ratio: float = 1.5,
     max_len_offset: int = 5,
 ) -> list[Hypothesis]:
-    """The best hypothesis of each sentence by beam search; all sentences and beams decode as one batch."""
-    was_training = model.training
-    model.eval()
-    K = beam_size
-    src_lengths = batch["src_lengths"].cpu()
-    limit = max_lengths(src_lengths, max_len_ratio, max_len_offset)
-    memory = model.encode(batch)
-    state = model.init_state(memory)
-    size = src_lengths.shape[0]
-    device = next(iter(memory.values())).device
-    expand = torch.arange(size, device=device).repeat_interleave(K)
-    memory, state = _select(memory, expand), _select(state, expand)
-    sentences = torch.arange(size)  # original sentence of each live group of K rows
-    tokens = torch.full((size * K,), BOS, dtype=torch.long, device=device)
-    scores = torch.zeros(size, K, device=device)
-    scores[:, 1:] = float("-inf")  # every beam starts as the same <bos>: keep one copy
-    history = torch.zeros(size * K, 0, dtype=torch.long, device=device)
-    history_attention: Tensor | None = None
-    finished: list[list[Hypothesis]] = [[] for _ in range(size)]
-    t = 0
-    while sentences.numel():
-        n = sentences.numel()
-        output, state, attention = model.step(memory, state, tokens)
-        log_probs = _log_probs(output)  # (n·K, V)
-        vocab = log_probs.shape[-1]
-        at_limit = (t + 1 >= limit[sentences]).to(device)
-        if bool(at_limit.any()):
-            forced = at_limit.repeat_interleave(K)[:, None] & (torch.arange(vocab, device=device) != EOS)[None, :]
-            log_probs = log_probs.masked_fill(forced, float("-inf"))
-        candidates = (scores.reshape(-1, 1) + log_probs).reshape(n, K * vocab)
-        top_scores, top_index = candidates.topk(min(2 * K, K * vocab), dim=1)  # (n, 2K)
-        top_beam, top_token = top_index // vocab, top_index % vocab
-        is_eos = top_token == EOS
-        parents = torch.arange(n, device=device)[:, None] * K + top_beam  # rows the candidates extend
+    """The best hypothesis of each sentence by beam search."""
+    found = beam_search_n_best(model, batch, beam_size, length_penalty_alpha, max_len_ratio, max_len_offset)
+    return [candidates[0] for candidates in found]
 
-        step_attention = None if attention is None else attention.float()
-        eos_rank = (is_eos & torch.isfinite(top_scores)).nonzero().tolist()
-        for group, rank in eos_rank:
-            if rank >= K:
-                continue
-            parent = int(parents[group, rank])
-            sentence = int(sentences[group])
-            ids = history[parent].tolist()
-            rows = None
-            if step_attention is not None:
-                last = step_attention[parent][None]
-                rows = last if history_attention is None else torch.cat([history_attention[parent], last])
-            score = float(top_scores[group, rank])
-            normalized = score / length_penalty(len(ids) + 1, length_penalty_alpha)
-            finished[sentence].append(Hypothesis(ids, score, _crop(rows, int(src_lengths[sentence])), normalized))
 
-        order = (is_eos.long() * top_scores.shape[1] + torch.arange(top_scores.shape[1], device=device)).argsort(dim=1)
-        alive = order[:, :K]  # the K best candidates that do not end in <eos>
-        scores = top_scores.gather(1, alive)
-        new_parents = parents.gather(1, alive).reshape(-1)
-        new_tokens = top_token.gather(1, alive).reshape(-1)
+@torch.no_grad()
+def beam_search_n_best(
+    model: nn.Module,
+    batch: Batch,
+    beam_size: int = 5,
+    length_penalty_alpha: float = 0.6,
+    max_len_ratio: float = 1.5,
+    max_len_offset: int = 5,
+    n_best: int = 1,
+) -> list[list[Hypothesis]]:
+    """The `n_best` best finished hypotheses of each sentence, best first by s(Y) (fewer if fewer finished;
+    an empty one with score −∞ if none did); all sentences and beams decode as one batch of rows,
+    row = sentence · K + beam."""
+    K, alpha = beam_size, length_penalty_alpha
+    if not 1 <= n_best <= K:
+        raise ValueError(f"n_best must be from 1 to beam_size ({K}), got {n_best}")
+    with evaluating(model):
+        memory, state, tokens = begin(model, batch)
+        size, device = tokens.shape[0], tokens.device
+        src_lengths = source_lengths(batch, size)
+        limit = max_lengths(src_lengths, max_len_ratio, max_len_offset)
+        memory, state, tokens = select_rows((memory, state, tokens), torch.arange(size).repeat_interleave(K))
+        sentences = torch.arange(size)  # the original sentence of each live group of K rows
+        scores = torch.zeros(size, K, device=device)  # log P of each live prefix
+        scores[:, 1:] = float("-inf")  # every beam starts as the same prompt: keep one copy
+        prefixes = torch.zeros(size * K, 0, dtype=torch.long, device=device)  # tokens chosen so far, per row
+        attentions: Tensor | None = None  # (rows, tokens so far, src_len)
+        finished: list[list[Hypothesis]] = [[] for _ in range(size)]
+        for t in range(int(limit.max())):
+            logits, state, attention = model.step(memory, state, tokens)
+            n = sentences.numel()
+            log_probs = _log_probs(logits).view(n, K, -1)
+            vocab = log_probs.shape[-1]
+            at_limit = (t + 1 >= limit[sentences]).to(device)
+            forced = at_limit[:, None, None] & (torch.arange(vocab, device=device) != EOS)
+            log_probs = log_probs.masked_fill(forced, float("-inf"))  # only <eos> at the length limit
+            if attention is not None:
+                step_attention = attention.float()[:, None]
+                attentions = step_attention if attentions is None else torch.cat([attentions, step_attention], 1)
 
-        done = []
-        for group in range(n):
-            sentence = int(sentences[group])
-            done.append(_sentence_done(finished[sentence], scores[group], t + 1, int(limit[sentence]), K, length_penalty_alpha))
-        keep_groups = torch.tensor([not d for d in done], dtype=torch.bool)
-        keep_rows = keep_groups.repeat_interleave(K).to(device)
-        rows = new_parents[keep_rows]
-        history = torch.cat([history.index_select(0, rows), new_tokens[keep_rows][:, None]], dim=1)
-        if step_attention is not None:
-            last = step_attention.index_select(0, rows)[:, None]
-            history_attention = last if history_attention is None else torch.cat([history_attention.index_select(0, rows), last], dim=1)
-        state = _select(state, rows)
-        if not bool(keep_groups.all()):
-            memory = _select(memory, torch.arange(n * K, device=device)[keep_rows])
-        sentences = sentences[keep_groups]
-        scores = scores[keep_groups.to(device)]
-        tokens = new_tokens[keep_rows]
-        t += 1
-    model.train(was_training)
-    return [max(found, key=lambda h: h.normalized) if found else Hypothesis([], float("-inf")) for found in finished]
+            # The 2K best one-token extensions of each sentence's K prefixes: at most K of them end in <eos>.
+            top_scores, top = (scores[:, :, None] + log_probs).view(n, K * vocab).topk(min(2 * K, K * vocab), dim=1)
+            parents = torch.arange(n, device=device)[:, None] * K + top // vocab  # the row each one extends
+            words = top % vocab
+            ends = words == EOS
+            for group, rank in (ends[:, :K] & torch.isfinite(top_scores[:, :K])).nonzero().tolist():
+                row, sentence = int(parents[group, rank]), int(sentences[group])
+                ids, score = prefixes[row].tolist(), float(top_scores[group, rank])
+                rows_attention = None if attentions is None else attentions[row, :, : int(src_lengths[sentence])].clone()
+                finished[sentence].append(Hypothesis(ids, score, rows_attention, score / length_penalty(len(ids) + 1, alpha)))
+
+            # The K best extensions that do not end in <eos> live on.
+            live = ends.int().argsort(dim=1, stable=True)[:, :K]
+            scores = top_scores.gather(1, live)
+            rows, tokens = parents.gather(1, live).view(-1), words.gather(1, live).view(-1)
+            state, prefixes, attentions = select_rows((state, prefixes, attentions), rows)
+            prefixes = torch.cat([prefixes, tokens[:, None]], 1)
+
+            going = torch.tensor([
+                not _sentence_done(finished[int(s)], scores[group], t + 1, int(limit[s]), K, alpha)
+                for group, s in enumerate(sentences)
+            ])
+            if not bool(going.any()):
+                break
+            if not bool(going.all()):
+                keep = going.repeat_interleave(K).nonzero().squeeze(1)
+                memory, state, tokens, prefixes, attentions = select_rows((memory, state, tokens, prefixes, attentions), keep)
+                sentences, scores = sentences[going], scores[going.to(device)]
+    ranked = (sorted(found, key=lambda h: h.normalized, reverse=True) for found in finished)  # stable: ties keep order
+    return [best[:n_best] or [Hypothesis([], float("-inf"))] for best in ranked]
 
 
 def _sentence_done(found: list[Hypothesis], live_scores: Tensor, length: int, limit: int, K: int, alpha: float) -> bool:
@@ -237,3 +197,15 @@ def decode(
     if beam_size <= 1:
         return greedy_search(model, batch, max_len_ratio, max_len_offset)
     return beam_search(model, batch, beam_size, length_penalty_alpha, max_len_ratio, max_len_offset)
+
+
+def decode_n_best(
+    model: nn.Module, batch: Batch, beam_size: int = 1, length_penalty_alpha: float = 0.6,
+    max_len_ratio: float = 1.5, max_len_offset: int = 5, n_best: int = 1,
+) -> list[list[Hypothesis]]:
+    """`decode`, with the `n_best` best hypotheses of each sentence (best first; greedy search has one)."""
+    if beam_size <= 1:
+        if n_best != 1:
+            raise ValueError(f"n_best must be 1 for greedy search (beam_size 1), got {n_best}")
+        return [[hypothesis] for hypothesis in greedy_search(model, batch, max_len_ratio, max_len_offset)]
+    return beam_search_n_best(model, batch, beam_size, length_penalty_alpha, max_len_ratio, max_len_offset, n_best)

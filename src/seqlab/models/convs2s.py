@@ -11,16 +11,15 @@ position of the next target token; everything batch-first for beam search.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from seqlab.config import ConfigError, Spec
 from seqlab.data.base import Batch, TaskInfo
 from seqlab.nn.convolution import ConvDecoderBlock, ConvEncoderBlock
-from seqlab.registry import MODELS
+from seqlab.registry import MODELS, Spec
 
 
 class ConvS2SSpec(Spec):
@@ -52,13 +51,14 @@ class PositionalTokenEmbedding(nn.Module):
         return self.dropout(self.tokens(tokens) + self.positions(positions))
 
 
+@MODELS.register("convs2s", ConvS2SSpec)
 class ConvS2S(nn.Module):
     """The fully convolutional encoder–decoder; forward gives logits (batch, tgt_len, tgt_vocab)."""
 
     def __init__(self, spec: ConvS2SSpec, info: TaskInfo) -> None:
         super().__init__()
         if info.kind != "seq2seq" or info.vocab_size is None:
-            raise ConfigError(f"convs2s translates (seq2seq tasks), not {info.kind!r} tasks.")
+            raise ValueError(f"convs2s translates (seq2seq tasks), not {info.kind!r} tasks.")
         self.pad_id = info.pad_id
         E, C = spec.embed_dim, spec.channels
         self.src_embed = PositionalTokenEmbedding(info.vocab_size, E, spec.max_len, spec.dropout, info.pad_id)
@@ -98,26 +98,19 @@ class ConvS2S(nn.Module):
         g = self.tgt_embed(tgt, positions)
         return self._decode(g, self.dec_in(g), memory)[0]
 
-    def init_state(self, memory: dict[str, Tensor]) -> dict[str, Tensor]:
+    def init_state(self, memory: dict[str, Tensor], batch_size: int) -> dict[str, Any]:
         """Zero inputs before the first target token for every decoder convolution, and position 0."""
         keys = memory["keys"]
-        batch = keys.shape[0]
-        state = {f"conv.{i}": block.conv.empty_buffer(batch, keys) for i, block in enumerate(self.decoder)}
-        state["position"] = torch.zeros(batch, dtype=torch.long, device=keys.device)
-        return state
+        return {"buffers": [block.conv.empty_buffer(batch_size, keys) for block in self.decoder],
+                "position": torch.zeros(batch_size, dtype=torch.long, device=keys.device)}
 
-    def step(self, memory: dict[str, Tensor], state: dict[str, Tensor], tokens: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        """Previous tokens (batch,) → log-probabilities (batch, tgt_vocab), new state, last layer's attention (batch, src_len)."""
+    def step(self, memory: dict[str, Tensor], state: dict[str, Any], tokens: Tensor) -> tuple[Tensor, dict[str, Any], Tensor]:
+        """Previous tokens (batch,) → logits (batch, tgt_vocab), new state, last layer's attention (batch, src_len)."""
         g_t = self.tgt_embed(tokens[:, None], state["position"][:, None])  # (batch, 1, E)
         h_t = self.dec_in(g_t)
-        new_state: dict[str, Tensor] = {"position": state["position"] + 1}
-        attention = h_t.new_zeros(0)
-        for i, block in enumerate(self.decoder):
-            h_t, attention, new_state[f"conv.{i}"] = block.step(h_t, g_t, memory, state[f"conv.{i}"])
+        buffers, attention = [], h_t.new_zeros(0)
+        for block, buffer in zip(self.decoder, state["buffers"]):
+            h_t, attention, buffer = block.step(h_t, g_t, memory, buffer)
+            buffers.append(buffer)
         logits = self.out(self.dropout(self.dec_out(h_t)))[:, 0]
-        return torch.log_softmax(logits, dim=-1), new_state, attention[:, 0]
-
-
-@MODELS.register("convs2s", ConvS2SSpec)
-def build_convs2s(spec: ConvS2SSpec, info: TaskInfo) -> nn.Module:
-    return ConvS2S(spec, info)
+        return logits, {"buffers": buffers, "position": state["position"] + 1}, attention[:, 0]

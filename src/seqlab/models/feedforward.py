@@ -7,10 +7,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from seqlab.config import Spec
 from seqlab.data.base import Batch, TaskInfo
 from seqlab.nn.mlp import MLP, Activation
-from seqlab.registry import MODELS
+from seqlab.registry import MODELS, Spec
 
 
 class MLPSpec(Spec):
@@ -20,6 +19,7 @@ class MLPSpec(Spec):
     dropout: float = 0.0
 
 
+@MODELS.register("mlp", MLPSpec)
 class MLPModel(nn.Module):
     """An MLP on `inputs` (batch, features); sequence inputs are flattened (a fixed window)."""
 
@@ -31,8 +31,3 @@ class MLPModel(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.mlp(batch["inputs"].flatten(1).float())
-
-
-@MODELS.register("mlp", MLPSpec)
-def build_mlp(spec: MLPSpec, info: TaskInfo) -> nn.Module:
-    return MLPModel(spec, info)

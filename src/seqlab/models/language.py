@@ -11,8 +11,8 @@
   (seed 004's α_{ts} = 1/t), the step from fixed windows to attention; its state is a running sum.
 
 (The Elman / LSTM / GRU rungs are the ``rnn`` model; the Transformer and linear-Transformer rungs
-are ``transformer_lm``.) Every model here generates with `init_state(batch_size)` and
-`step(state, tokens) -> (logits, state)`, the state a dict of batch-first tensors.
+are ``transformer_lm``.) Every model here generates through the decoding protocol of
+`seqlab.inference.decoding` with empty memory, its state a dict of batch-first tensors.
 """
 
 from __future__ import annotations
@@ -24,17 +24,17 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from seqlab.config import ConfigError, Spec
 from seqlab.data.base import IGNORE, Batch, TaskInfo
+from seqlab.models.base import LanguageModel, Memory
 from seqlab.nn.convolution import WaveNetStack
-from seqlab.registry import MODELS
+from seqlab.registry import MODELS, Spec
 
 State = dict[str, Tensor]
 
 
 def _require_tokens(info: TaskInfo, name: str) -> int:
     if info.kind != "tokens" or info.vocab_size is None:
-        raise ConfigError(f"the {name} model is a language model: it needs a tokens task such as lm, not {info.kind!r}.")
+        raise ValueError(f"the {name} model is a language model: it needs a tokens task such as lm, not {info.kind!r}.")
     return info.vocab_size
 
 
@@ -45,21 +45,22 @@ class BigramSpec(Spec):
     name: Literal["bigram"] = "bigram"
 
 
-class BigramLM(nn.Module):
+@MODELS.register("bigram", BigramSpec)
+class BigramLM(LanguageModel):
     """logits(x_{t+1} | x_t = a) = L[a], a learned V×V table (softmax rows are the bigram probabilities)."""
 
-    def __init__(self, vocab_size: int, output_dim: int) -> None:
+    def __init__(self, spec: BigramSpec, info: TaskInfo) -> None:
         super().__init__()
-        self.L = nn.Parameter(torch.zeros(vocab_size, output_dim))
+        self.L = nn.Parameter(torch.zeros(_require_tokens(info, "bigram"), info.output_dim))
 
     def forward(self, batch: Batch) -> Tensor:
         return self.L[batch["inputs"]]
 
-    def init_state(self, batch_size: int) -> State:
+    def init_state(self, memory: Memory, batch_size: int) -> State:
         return {}
 
-    def step(self, state: State, tokens: Tensor) -> tuple[Tensor, State]:
-        return self.L[tokens], state
+    def step(self, memory: Memory, state: State, tokens: Tensor) -> tuple[Tensor, State, None]:
+        return self.L[tokens], state, None
 
 
 def count_table(batches: Iterable[Batch], vocab_size: int, smoothing: float = 1.0) -> Tensor:
@@ -71,11 +72,6 @@ def count_table(batches: Iterable[Batch], vocab_size: int, smoothing: float = 1.
         counts += torch.bincount(pairs, minlength=vocab_size * vocab_size).view(vocab_size, vocab_size)
     counts += smoothing
     return (counts / counts.sum(dim=1, keepdim=True)).log().float()
-
-
-@MODELS.register("bigram", BigramSpec)
-def build_bigram(spec: BigramSpec, info: TaskInfo) -> nn.Module:
-    return BigramLM(_require_tokens(info, "bigram"), info.output_dim)
 
 
 # --- Bengio et al. 2003 MLP ----------------------------------------------------------------------
@@ -90,17 +86,18 @@ class MLPLMSpec(Spec):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
-class MLPLM(nn.Module):
+@MODELS.register("mlp_lm", MLPLMSpec)
+class MLPLM(LanguageModel):
     """y = b + W x + U tanh(d + H x) with x the concatenated embeddings of the last n − 1 tokens (eq. 1)."""
 
-    def __init__(self, spec: MLPLMSpec, vocab_size: int, output_dim: int, pad_id: int) -> None:
+    def __init__(self, spec: MLPLMSpec, info: TaskInfo) -> None:
         super().__init__()
-        self.context, self.pad_id = spec.context, pad_id
-        self.C = nn.Embedding(vocab_size, spec.embedding_dim)
+        self.context, self.pad_id = spec.context, info.pad_id
+        self.C = nn.Embedding(_require_tokens(info, "mlp_lm"), spec.embedding_dim)
         width = spec.context * spec.embedding_dim
         self.H = nn.Linear(width, spec.hidden_size)  # H and d
-        self.U = nn.Linear(spec.hidden_size, output_dim)  # U and b
-        self.W = nn.Linear(width, output_dim, bias=False) if spec.direct else None
+        self.U = nn.Linear(spec.hidden_size, info.output_dim)  # U and b
+        self.W = nn.Linear(width, info.output_dim, bias=False) if spec.direct else None
         self.dropout = nn.Dropout(spec.dropout)
 
     def predict(self, windows: Tensor) -> Tensor:
@@ -115,17 +112,12 @@ class MLPLM(nn.Module):
         windows = padded.unfold(1, self.context, 1)  # (batch, time, n − 1): tokens t−n+2 … t
         return self.predict(windows)
 
-    def init_state(self, batch_size: int) -> State:
+    def init_state(self, memory: Memory, batch_size: int) -> State:
         return {"window": torch.full((batch_size, self.context), self.pad_id, dtype=torch.long, device=self.C.weight.device)}
 
-    def step(self, state: State, tokens: Tensor) -> tuple[Tensor, State]:
+    def step(self, memory: Memory, state: State, tokens: Tensor) -> tuple[Tensor, State, None]:
         window = torch.cat([state["window"][:, 1:], tokens[:, None]], dim=1)
-        return self.predict(window), {"window": window}
-
-
-@MODELS.register("mlp_lm", MLPLMSpec)
-def build_mlp_lm(spec: MLPLMSpec, info: TaskInfo) -> nn.Module:
-    return MLPLM(spec, _require_tokens(info, "mlp_lm"), info.output_dim, info.pad_id)
+        return self.predict(window), {"window": window}, None
 
 
 # --- WaveNet -------------------------------------------------------------------------------------
@@ -141,15 +133,16 @@ class WaveNetLMSpec(Spec):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
-class WaveNetLM(nn.Module):
+@MODELS.register("wavenet_lm", WaveNetLMSpec)
+class WaveNetLM(LanguageModel):
     """Token embedding → dilated causal gated convolutions → Σ skips → ReLU, 1×1, ReLU, 1×1 → logits."""
 
-    def __init__(self, spec: WaveNetLMSpec, vocab_size: int, output_dim: int) -> None:
+    def __init__(self, spec: WaveNetLMSpec, info: TaskInfo) -> None:
         super().__init__()
-        self.embedding = nn.Embedding(vocab_size, spec.channels)
+        self.embedding = nn.Embedding(_require_tokens(info, "wavenet_lm"), spec.channels)
         self.stack = WaveNetStack(spec.channels, spec.skip_channels, spec.kernel_size, spec.layers, spec.cycles)
         self.post = nn.Conv1d(spec.skip_channels, spec.skip_channels, 1)
-        self.logits = nn.Conv1d(spec.skip_channels, output_dim, 1)
+        self.logits = nn.Conv1d(spec.skip_channels, info.output_dim, 1)
         self.dropout = nn.Dropout(spec.dropout)
 
     @property
@@ -163,18 +156,14 @@ class WaveNetLM(nn.Module):
         x = self.embedding(batch["inputs"]).transpose(1, 2)  # (batch, channels, time)
         return self.head(self.stack(x)).transpose(1, 2)  # (batch, time, vocab)
 
-    def init_state(self, batch_size: int) -> State:
+    def init_state(self, memory: Memory, batch_size: int) -> list[Tensor]:
+        """Each block's last (k−1)·d inputs: zeros before the first token."""
         return self.stack.empty_buffers(batch_size, self.embedding.weight)
 
-    def step(self, state: State, tokens: Tensor) -> tuple[Tensor, State]:
+    def step(self, memory: Memory, state: list[Tensor], tokens: Tensor) -> tuple[Tensor, list[Tensor], None]:
         x_t = self.embedding(tokens)[:, :, None]  # (batch, channels, 1)
         skips, state = self.stack.step(x_t, state)
-        return self.head(skips)[:, :, 0], state
-
-
-@MODELS.register("wavenet_lm", WaveNetLMSpec)
-def build_wavenet_lm(spec: WaveNetLMSpec, info: TaskInfo) -> nn.Module:
-    return WaveNetLM(spec, _require_tokens(info, "wavenet_lm"), info.output_dim)
+        return self.head(skips)[:, :, 0], state, None
 
 
 # --- causal bag of words -------------------------------------------------------------------------
@@ -188,19 +177,20 @@ class BowLMSpec(Spec):
     max_len: int = Field(32, ge=1, description="positions with a learned embedding")
 
 
-class BowLM(nn.Module):
+@MODELS.register("bow_lm", BowLMSpec)
+class BowLM(LanguageModel):
     """x_t = C(w_t) + P_t; a_t = (1/t) Σ_{s≤t} x_s; h_t = x_t + a_t; g_t = h_t + W_2 tanh(W_1 h_t);
     logits_t = U tanh(V g_t)."""
 
-    def __init__(self, spec: BowLMSpec, vocab_size: int, output_dim: int) -> None:
+    def __init__(self, spec: BowLMSpec, info: TaskInfo) -> None:
         super().__init__()
         self.max_len = spec.max_len
-        self.C = nn.Embedding(vocab_size, spec.embedding_dim)
+        self.C = nn.Embedding(_require_tokens(info, "bow_lm"), spec.embedding_dim)
         self.P = nn.Embedding(spec.max_len, spec.embedding_dim)
         self.W_1 = nn.Linear(spec.embedding_dim, spec.ff_mult * spec.embedding_dim)
         self.W_2 = nn.Linear(spec.ff_mult * spec.embedding_dim, spec.embedding_dim)
         self.V = nn.Linear(spec.embedding_dim, spec.hidden_size)
-        self.U = nn.Linear(spec.hidden_size, output_dim)
+        self.U = nn.Linear(spec.hidden_size, info.output_dim)
 
     def _check_length(self, length: int) -> None:
         if length > self.max_len:
@@ -220,18 +210,13 @@ class BowLM(nn.Module):
         a = x.cumsum(dim=1) / t
         return self.head(x, a)
 
-    def init_state(self, batch_size: int) -> State:
+    def init_state(self, memory: Memory, batch_size: int) -> State:
         weight = self.C.weight
         return {"sum": weight.new_zeros(batch_size, weight.shape[1]),
                 "t": torch.zeros(batch_size, dtype=torch.long, device=weight.device)}
 
-    def step(self, state: State, tokens: Tensor) -> tuple[Tensor, State]:
+    def step(self, memory: Memory, state: State, tokens: Tensor) -> tuple[Tensor, State, None]:
         self._check_length(int(state["t"].max()) + 1)
         x_t = self.C(tokens) + self.P(state["t"])
         total, t = state["sum"] + x_t, state["t"] + 1
-        return self.head(x_t, total / t[:, None].to(x_t.dtype)), {"sum": total, "t": t}
-
-
-@MODELS.register("bow_lm", BowLMSpec)
-def build_bow_lm(spec: BowLMSpec, info: TaskInfo) -> nn.Module:
-    return BowLM(spec, _require_tokens(info, "bow_lm"), info.output_dim)
+        return self.head(x_t, total / t[:, None].to(x_t.dtype)), {"sum": total, "t": t}, None

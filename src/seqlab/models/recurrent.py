@@ -5,7 +5,7 @@ with the head the task's kind asks for.
   last valid state (``head: last``; forward and backward finals concatenated when bidirectional) or on
   the mean of its outputs over the valid steps (``head: mean``);
 - many-to-many (``tokens``: tagging, language modelling) → per-step logits (B, T, V);
-- generation: `init_state(batch_size)` and `step(state, tokens) -> (logits, state)`, one token at a time.
+- generation (tokens tasks): the decoding protocol of `seqlab.inference.decoding`, empty memory, one token a step.
 
 `forward_with_state(batch, state)` also returns the final state, so truncated BPTT can carry it from
 one chunk of a stream to the next; `forward(batch)` is the same from the zero state.
@@ -20,10 +20,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from seqlab.config import ConfigError, Spec
 from seqlab.data.base import Batch, TaskInfo
-from seqlab.nn.recurrent import CellName, Nonlinearity, RecurrentStack, State, valid_mask
-from seqlab.registry import MODELS
+from seqlab.models.base import LanguageModel, Memory
+from seqlab.nn.recurrent import (
+    CellName, Nonlinearity, RecurrentStack, State, batch_first_state, stack_state, valid_mask,
+)
+from seqlab.registry import MODELS, Spec
 
 InitName = Literal["default", "xavier", "orthogonal", "identity"]
 
@@ -48,18 +50,19 @@ class RNNSpec(Spec):
     )
 
 
-class RecurrentModel(nn.Module):
+@MODELS.register("rnn", RNNSpec)
+class RecurrentModel(LanguageModel):
     """Embedding or numeric inputs → RecurrentStack → a head chosen by the task's kind."""
 
     def __init__(self, spec: RNNSpec, info: TaskInfo) -> None:
         super().__init__()
-        if info.kind not in ("classify", "regress", "tokens"):
-            raise ConfigError(
-                f"the rnn model handles classify, regress and tokens tasks, not {info.kind!r}; "
+        if info.kind not in ("classify", "regress", "tokens", "bits"):
+            raise ValueError(
+                f"the rnn model handles classify, regress, tokens and bits tasks, not {info.kind!r}; "
                 "use an encoder–decoder model for seq2seq."
             )
         if not info.sequence:
-            raise ConfigError("the rnn model needs a sequence task; this task's inputs are fixed-size vectors.")
+            raise ValueError("the rnn model needs a sequence task; this task's inputs are fixed-size vectors.")
         self.kind = info.kind
         self.head_pooling = spec.head
         self.dropout = spec.dropout
@@ -70,7 +73,7 @@ class RecurrentModel(nn.Module):
         elif info.input_dim is not None:
             input_size = info.input_dim
         else:
-            raise ConfigError("the rnn model needs a task with token inputs (vocab_size) or numeric ones (input_dim).")
+            raise ValueError("the rnn model needs a task with token inputs (vocab_size) or numeric ones (input_dim).")
         self.stack = RecurrentStack(
             spec.cell,
             input_size,
@@ -103,7 +106,7 @@ class RecurrentModel(nn.Module):
         """The task's output and the final state, starting from `state` (zeros when None)."""
         lengths = batch.get("lengths")
         outputs, final = self.stack(self.embed(batch["inputs"]), lengths, state)
-        if self.kind == "tokens":
+        if self.kind in ("tokens", "bits"):  # one output per step
             return self.head(F.dropout(outputs, self.dropout, self.training)), final
         if self.head_pooling == "last":
             summary = self.final_hidden(final)
@@ -118,20 +121,15 @@ class RecurrentModel(nn.Module):
     def forward(self, batch: Batch, state: State | None = None) -> Tensor:
         return self.forward_with_state(batch, state)[0]
 
-    def init_state(self, batch_size: int) -> State:
-        """The zero state for generating `batch_size` sequences."""
-        return self.stack.initial_state(batch_size)
+    def init_state(self, memory: Memory, batch_size: int) -> dict[str, Tensor]:
+        """The zero state for generating `batch_size` sequences, batch-first: {"h": (batch, layers, hidden), "c": ...}."""
+        return batch_first_state(self.stack.initial_state(batch_size))
 
-    def step(self, state: State, tokens: Tensor) -> tuple[Tensor, State]:
+    def step(self, memory: Memory, state: dict[str, Tensor], tokens: Tensor) -> tuple[Tensor, dict[str, Tensor], None]:
         """One generation step: tokens (batch,) → next-token logits (batch, vocab) and the new state."""
         if self.kind != "tokens" or self.embedding is None:
-            raise ConfigError("step-by-step generation needs a token-level (language model) task.")
+            raise ValueError("step-by-step generation needs a token-level (language model) task.")
         if self.stack.bidirectional:
-            raise ConfigError("a bidirectional model reads the future, so it cannot generate left to right.")
-        outputs, state = self.stack(self.embedding(tokens.long())[:, None, :], None, state)
-        return self.head(outputs[:, 0]), state
-
-
-@MODELS.register("rnn", RNNSpec)
-def build_rnn(spec: RNNSpec, info: TaskInfo) -> nn.Module:
-    return RecurrentModel(spec, info)
+            raise ValueError("a bidirectional model reads the future, so it cannot generate left to right.")
+        outputs, final = self.stack(self.embedding(tokens.long())[:, None, :], None, stack_state(state))
+        return self.head(outputs[:, 0]), batch_first_state(final), None

@@ -29,28 +29,16 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from seqlab.config import Spec
 from seqlab.data.base import Batch, TaskInfo
 from seqlab.nn.attention import Local, Score, build_attention
 from seqlab.nn.init import InitScheme
-from seqlab.nn.recurrent import CellState, RecurrentStack, State, reverse_valid, valid_mask
-from seqlab.registry import MODELS
+from seqlab.nn.recurrent import (
+    CellState, RecurrentStack, State, batch_first_state, reverse_valid, stack_state, valid_mask,
+)
+from seqlab.registry import MODELS, Spec
 
 Cell = Literal["lstm", "gru", "elman"]
 Memory = dict[str, Tensor]
-
-
-def batch_first_state(final: State) -> dict[str, Tensor]:
-    """A RecurrentStack state (layers, batch, hidden) as the batch-first dict {"h": (batch, layers, hidden), "c": ...}."""
-    if isinstance(final, tuple):
-        return {"h": final[0].transpose(0, 1), "c": final[1].transpose(0, 1)}
-    return {"h": final.transpose(0, 1)}
-
-
-def stack_state(state: dict[str, Tensor]) -> State:
-    """The batch-first dict back in RecurrentStack's layout (layers, batch, hidden)."""
-    h = state["h"].transpose(0, 1).contiguous()
-    return (h, state["c"].transpose(0, 1).contiguous()) if "c" in state else h
 
 
 def step_layers(stack: RecurrentStack, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -80,8 +68,11 @@ def maxout(t_tilde: Tensor) -> Tensor:
     return t_tilde.unflatten(-1, (-1, 2)).amax(-1)
 
 
+Features = tuple[Tensor, ...]  # what a decoder step hands its output layer: s_i, y_{i−1}, c_i, ...
+
+
 class EncoderDecoder(nn.Module):
-    """Shared by the recurrent encoder–decoders: teacher-forced training and the `IncrementalDecoder` step."""
+    """Shared by the recurrent encoder–decoders: teacher-forced training and the decoding protocol's `step`."""
 
     def __init__(self, teacher_forcing: float) -> None:
         super().__init__()
@@ -90,24 +81,24 @@ class EncoderDecoder(nn.Module):
     def encode(self, batch: Batch) -> Memory:
         raise NotImplementedError
 
-    def init_state(self, memory: Memory) -> dict[str, Tensor]:
+    def init_state(self, memory: Memory, batch_size: int) -> dict[str, Tensor]:
         raise NotImplementedError
 
-    def advance(self, memory: Memory, state: dict[str, Tensor], tokens: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
-        """One decoder step up to the output layer: (features for `readout`, new state, attention or None)."""
+    def advance(self, memory: Memory, state: dict[str, Tensor], tokens: Tensor) -> tuple[Features, dict[str, Tensor], Tensor | None]:
+        """One decoder step up to the output layer: (the output layer's inputs, new state, attention or None)."""
         raise NotImplementedError
 
-    def readout(self, features: Tensor) -> Tensor:
-        """The output layer: features (..., F) → logits (..., target vocabulary)."""
+    def readout(self, *features: Tensor) -> Tensor:
+        """The output layer: its inputs (..., width) each → logits (..., target vocabulary)."""
         raise NotImplementedError
 
-    def decode_parallel(self, memory: Memory, tgt_in: Tensor) -> tuple[Tensor, Tensor | None] | None:
+    def decode_parallel(self, memory: Memory, tgt_in: Tensor) -> tuple[Features, Tensor | None] | None:
         """Features (and attention) for a whole teacher-forced target at once, or None if the decoder must step."""
         return None
 
     def step(self, memory: Memory, state: dict[str, Tensor], tokens: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
         features, state, attention = self.advance(memory, state, tokens)
-        return self.readout(features), state, attention
+        return self.readout(*features), state, attention
 
     def teacher_forced(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
         """Logits (batch, tgt, vocab) and attention (batch, tgt, src) or None, given the gold previous tokens."""
@@ -118,16 +109,17 @@ class EncoderDecoder(nn.Module):
             parallel = self.decode_parallel(memory, tgt_in)
             if parallel is not None:
                 features, attention = parallel
-                return self.readout(features), attention
-        state = self.init_state(memory)
+                return self.readout(*features), attention
+        state = self.init_state(memory, tgt_in.shape[0])
         tokens = tgt_in[:, 0]
-        features, logits, attentions = [], [], []
+        features: list[Features] = []
+        logits, attentions = [], []
         for t in range(tgt_in.shape[1]):
             step_features, state, attention = self.advance(memory, state, tokens)
             if attention is not None:
                 attentions.append(attention)
             if sampling:
-                step_logits = self.readout(step_features)
+                step_logits = self.readout(*step_features)
                 logits.append(step_logits)
                 if t + 1 < tgt_in.shape[1]:
                     gold = torch.rand(tokens.shape[0], device=tokens.device) < self.teacher_forcing
@@ -136,7 +128,7 @@ class EncoderDecoder(nn.Module):
                 features.append(step_features)
                 if t + 1 < tgt_in.shape[1]:
                     tokens = tgt_in[:, t + 1]
-        output = torch.stack(logits, 1) if sampling else self.readout(torch.stack(features, 1))
+        output = torch.stack(logits, 1) if sampling else self.readout(*(torch.stack(parts, 1) for parts in zip(*features)))
         return output, torch.stack(attentions, 1) if attentions else None
 
     def forward(self, batch: Batch) -> Tensor:
@@ -167,6 +159,7 @@ class Seq2SeqSpec(RecurrentSpec):
     reverse_source: bool = True
 
 
+@MODELS.register("seq2seq", Seq2SeqSpec)
 class Sutskever(EncoderDecoder):
     """Sutskever et al. 2014: p(y_1..y_T' | x_1..x_T) = Π_t p(y_t | v, y_1..y_{t−1}), v = the encoder's final state."""
 
@@ -189,19 +182,19 @@ class Sutskever(EncoderDecoder):
         _, v = self.encoder(x, batch["src_lengths"])
         return batch_first_state(v)
 
-    def init_state(self, memory: Memory) -> dict[str, Tensor]:
+    def init_state(self, memory: Memory, batch_size: int) -> dict[str, Tensor]:
         return dict(memory)
 
-    def advance(self, memory: Memory, state: dict[str, Tensor], tokens: Tensor) -> tuple[Tensor, dict[str, Tensor], None]:
+    def advance(self, memory: Memory, state: dict[str, Tensor], tokens: Tensor) -> tuple[Features, dict[str, Tensor], None]:
         h_t, state = step_layers(self.decoder, self.drop(self.tgt_embed(tokens)), state)
-        return h_t, state, None
+        return (h_t,), state, None
 
-    def readout(self, features: Tensor) -> Tensor:
-        return self.out(self.drop(features))
+    def readout(self, h: Tensor) -> Tensor:
+        return self.out(self.drop(h))
 
-    def decode_parallel(self, memory: Memory, tgt_in: Tensor) -> tuple[Tensor, None]:
+    def decode_parallel(self, memory: Memory, tgt_in: Tensor) -> tuple[Features, None]:
         h, _ = self.decoder(self.drop(self.tgt_embed(tgt_in)), None, stack_state(memory))
-        return h, None
+        return (h,), None
 
 
 class ContextSeq2SeqSpec(RecurrentSpec):
@@ -211,6 +204,7 @@ class ContextSeq2SeqSpec(RecurrentSpec):
     maxout_size: int = Field(256, ge=1, description="maxout units in the output layer")
 
 
+@MODELS.register("seq2seq_context", ContextSeq2SeqSpec)
 class Cho(EncoderDecoder):
     """Cho et al. 2014, eqs. in §2.2: h⟨t⟩ = f(h⟨t−1⟩, y_{t−1}, c); P(y_t | y_{t−1}, …, y_1, c) = g(h⟨t⟩, y_{t−1}, c)."""
 
@@ -235,27 +229,26 @@ class Cho(EncoderDecoder):
         _, final = self.encoder(self.drop(self.src_embed(batch["src"])), batch["src_lengths"])
         return {"c": torch.tanh(self.V(top_layer(final, 1)))}
 
-    def init_state(self, memory: Memory) -> dict[str, Tensor]:
+    def init_state(self, memory: Memory, batch_size: int) -> dict[str, Tensor]:
         c = memory["c"]
         h0 = torch.tanh(self.V_prime(c)).view(c.shape[0], self.layers, self.hidden_size)
         return {"h": h0, "c": torch.zeros_like(h0)} if self.lstm else {"h": h0}
 
-    def advance(self, memory: Memory, state: dict[str, Tensor], tokens: Tensor) -> tuple[Tensor, dict[str, Tensor], None]:
+    def advance(self, memory: Memory, state: dict[str, Tensor], tokens: Tensor) -> tuple[Features, dict[str, Tensor], None]:
         c = memory["c"]
         y_prev = self.drop(self.tgt_embed(tokens))
         h_t, state = step_layers(self.decoder, torch.cat([y_prev, c], -1), state)
-        return torch.cat([h_t, y_prev, c], -1), state, None
+        return (h_t, y_prev, c), state, None
 
-    def readout(self, features: Tensor) -> Tensor:
-        h_t, y_prev, c = features.split([self.hidden_size, self.O_y.in_features, self.hidden_size], -1)
+    def readout(self, h_t: Tensor, y_prev: Tensor, c: Tensor) -> Tensor:
         s = maxout(self.O_h(h_t) + self.O_y(y_prev) + self.O_c(c))
         return self.G(self.drop(s))
 
-    def decode_parallel(self, memory: Memory, tgt_in: Tensor) -> tuple[Tensor, None]:
+    def decode_parallel(self, memory: Memory, tgt_in: Tensor) -> tuple[Features, None]:
         c = memory["c"][:, None, :].expand(-1, tgt_in.shape[1], -1)
         y_prev = self.drop(self.tgt_embed(tgt_in))
-        h, _ = self.decoder(torch.cat([y_prev, c], -1), None, stack_state(self.init_state(memory)))
-        return torch.cat([h, y_prev, c], -1), None
+        h, _ = self.decoder(torch.cat([y_prev, c], -1), None, stack_state(self.init_state(memory, tgt_in.shape[0])))
+        return (h, y_prev, c), None
 
 
 class BahdanauSpec(RecurrentSpec):
@@ -267,6 +260,7 @@ class BahdanauSpec(RecurrentSpec):
     maxout_size: int = Field(256, ge=1)
 
 
+@MODELS.register("bahdanau", BahdanauSpec)
 class Bahdanau(EncoderDecoder):
     """Bahdanau et al. 2014, eqs. 4–6: c_i = Σ_j α_ij h_j with α from s_{i−1}; s_i = f(s_{i−1}, y_{i−1}, c_i);
     p(y_i | …) = g(y_{i−1}, s_i, c_i)."""
@@ -275,7 +269,7 @@ class Bahdanau(EncoderDecoder):
         super().__init__(spec.teacher_forcing)
         assert info.vocab_size is not None
         E, H, M = spec.embed_size, spec.hidden_size, spec.maxout_size
-        self.hidden_size, self.lstm = H, spec.cell == "lstm"
+        self.lstm = spec.cell == "lstm"
         self.src_embed = nn.Embedding(info.vocab_size, E, padding_idx=info.pad_id)
         self.tgt_embed = nn.Embedding(info.output_dim, E, padding_idx=info.pad_id)
         self.encoder = RecurrentStack(
@@ -300,19 +294,18 @@ class Bahdanau(EncoderDecoder):
             "s0": torch.tanh(self.W_s(backward_first)),
         }
 
-    def init_state(self, memory: Memory) -> dict[str, Tensor]:
+    def init_state(self, memory: Memory, batch_size: int) -> dict[str, Tensor]:
         s0 = memory["s0"][:, None, :]
         return {"h": s0, "c": torch.zeros_like(s0)} if self.lstm else {"h": s0}
 
-    def advance(self, memory: Memory, state: dict[str, Tensor], tokens: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    def advance(self, memory: Memory, state: dict[str, Tensor], tokens: Tensor) -> tuple[Features, dict[str, Tensor], Tensor]:
         s_prev = state["h"][:, -1]
         c_i, alpha_i = self.attention(s_prev, memory["keys"], memory["annotations"], memory["mask"])
         y_prev = self.drop(self.tgt_embed(tokens))
         s_i, state = step_layers(self.decoder, torch.cat([y_prev, c_i], -1), state)
-        return torch.cat([s_i, y_prev, c_i], -1), state, alpha_i
+        return (s_i, y_prev, c_i), state, alpha_i
 
-    def readout(self, features: Tensor) -> Tensor:
-        s_i, y_prev, c_i = features.split([self.hidden_size, self.V_o.in_features, 2 * self.hidden_size], -1)
+    def readout(self, s_i: Tensor, y_prev: Tensor, c_i: Tensor) -> Tensor:
         t_i = maxout(self.U_o(s_i) + self.V_o(y_prev) + self.C_o(c_i))
         return self.W_o(self.drop(t_i))
 
@@ -328,6 +321,7 @@ class LuongSpec(RecurrentSpec):
     input_feeding: bool = True
 
 
+@MODELS.register("luong", LuongSpec)
 class Luong(EncoderDecoder):
     """Luong et al. 2015, eqs. 5–7: h_t → c_t = Σ_s a_t(s) h̄_s; h̃_t = tanh(W_c [c_t; h_t]); p(y_t) = softmax(W_s h̃_t)."""
 
@@ -358,7 +352,7 @@ class Luong(EncoderDecoder):
             memory["c0"] = initial["c"]
         return memory
 
-    def init_state(self, memory: Memory) -> dict[str, Tensor]:
+    def init_state(self, memory: Memory, batch_size: int) -> dict[str, Tensor]:
         h0 = memory["h0"]
         batch_size = h0.shape[0]
         state = {
@@ -375,40 +369,21 @@ class Luong(EncoderDecoder):
         h_tilde = torch.tanh(self.W_c(torch.cat([c_t, h_t], -1)))
         return h_tilde, a_t
 
-    def advance(self, memory: Memory, state: dict[str, Tensor], tokens: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    def advance(self, memory: Memory, state: dict[str, Tensor], tokens: Tensor) -> tuple[Features, dict[str, Tensor], Tensor]:
         y_prev = self.drop(self.tgt_embed(tokens))
         x_t = torch.cat([y_prev, state["feed"]], -1) if self.input_feeding else y_prev  # input feeding (§3.3)
         cells = {key: state[key] for key in ("h", "c") if key in state}
         h_t, cells = step_layers(self.decoder, x_t, cells)
         h_tilde, a_t = self._attend(memory, h_t, int(state["t"][0]))
-        return h_tilde, {**cells, "feed": h_tilde, "t": state["t"] + 1}, a_t
+        return (h_tilde,), {**cells, "feed": h_tilde, "t": state["t"] + 1}, a_t
 
-    def readout(self, features: Tensor) -> Tensor:
-        return self.W_s(self.drop(features))
+    def readout(self, h_tilde: Tensor) -> Tensor:
+        return self.W_s(self.drop(h_tilde))
 
-    def decode_parallel(self, memory: Memory, tgt_in: Tensor) -> tuple[Tensor, Tensor] | None:
+    def decode_parallel(self, memory: Memory, tgt_in: Tensor) -> tuple[Features, Tensor] | None:
         if self.input_feeding:
             return None
         initial = {key: memory[key + "0"] for key in ("h", "c") if key + "0" in memory}
         h, _ = self.decoder(self.drop(self.tgt_embed(tgt_in)), None, stack_state(initial))
-        return self._attend(memory, h, 0)
-
-
-@MODELS.register("seq2seq", Seq2SeqSpec)
-def build_seq2seq(spec: Seq2SeqSpec, info: TaskInfo) -> nn.Module:
-    return Sutskever(spec, info)
-
-
-@MODELS.register("seq2seq_context", ContextSeq2SeqSpec)
-def build_seq2seq_context(spec: ContextSeq2SeqSpec, info: TaskInfo) -> nn.Module:
-    return Cho(spec, info)
-
-
-@MODELS.register("bahdanau", BahdanauSpec)
-def build_bahdanau(spec: BahdanauSpec, info: TaskInfo) -> nn.Module:
-    return Bahdanau(spec, info)
-
-
-@MODELS.register("luong", LuongSpec)
-def build_luong(spec: LuongSpec, info: TaskInfo) -> nn.Module:
-    return Luong(spec, info)
+        h_tilde, a_t = self._attend(memory, h, 0)
+        return (h_tilde,), a_t

@@ -1,11 +1,12 @@
 """Whole Transformer models (Vaswani et al. 2017; seeds 002 and 004):
 
-- ``transformer``: the encoder–decoder for translation (seq2seq tasks), with the incremental-decoding
-  interface of `seqlab.inference.search` (encode / init_state / step, the self-attention key/value
-  cache carried in the state, each layer's memory keys/values projected once in `encode`);
-- ``transformer_lm``: a decoder-only language model (causal self-attention, softmax or linear), its
-  output projection tied to the token embedding; generation by `init_state(batch_size)` and
-  `step(state, tokens)`, the cache being keys/values (softmax) or fast weights (linear);
+- ``transformer``: the encoder–decoder for translation (seq2seq tasks); it decodes through the protocol
+  of `seqlab.inference.decoding` (encode / init_state / step), the self-attention key/value cache
+  carried in the state, each layer's memory keys/values projected once in `encode`;
+- ``transformer_lm``: a decoder-only language model (causal self-attention: softmax, linear, delta-rule
+  fast weights or Performer; feed-forward: dense or a mixture of experts), its output projection tied to
+  the token embedding; the same protocol with empty memory, the cache being keys/values (softmax) or
+  fast weights of constant size (linear, delta, performer);
 - ``transformer_encoder``: an encoder with a head for classify / regress / per-token tasks (the
   synthetic tasks of the tour: long-range dependencies, order sensitivity).
 
@@ -15,22 +16,24 @@ Token embeddings are multiplied by √d_model before the positional encoding is 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from seqlab.config import ConfigError, Spec
 from seqlab.data.base import Batch, TaskInfo
+from seqlab.models.base import LanguageModel, Memory
+from seqlab.nn.fast_weights import DeltaRuleAttention, PerformerAttention
 from seqlab.nn.linear_attention import LinearAttention
+from seqlab.nn.moe import MoEFeedForward
 from seqlab.nn.transformer import (
-    Activation, Cache, DecoderLayer, DecoderStack, EncoderLayer, EncoderStack, MultiHeadAttention,
-    PositionalEncoding, PositionalKind,
+    Activation, DecoderLayer, DecoderStack, EncoderLayer, EncoderStack, MultiHeadAttention, PositionalEncoding,
+    PositionalKind, StackCache,
 )
-from seqlab.registry import MODELS
+from seqlab.registry import MODELS, Spec
 
-AttentionKind = Literal["softmax", "linear"]
+AttentionKind = Literal["softmax", "linear", "delta", "performer"]
 
 
 class _TransformerSizes(Spec):
@@ -47,7 +50,7 @@ class _TransformerSizes(Spec):
 
 def _check_heads(spec: _TransformerSizes) -> None:
     if spec.d_model % spec.num_heads:
-        raise ConfigError(f"model.d_model = {spec.d_model} must be divisible by model.num_heads = {spec.num_heads}.")
+        raise ValueError(f"model.d_model = {spec.d_model} must be divisible by model.num_heads = {spec.num_heads}.")
 
 
 class TokenEmbedding(nn.Module):
@@ -80,14 +83,17 @@ class NumericEmbedding(nn.Module):
         return self.dropout(self.position(self.W_in(u)))
 
 
-def _encoder_layers(spec: _TransformerSizes, count: int, attention: AttentionKind = "softmax") -> EncoderStack:
-    def attention_module() -> nn.Module:
-        if attention == "linear":
-            return LinearAttention(spec.d_model, spec.num_heads)
+def _encoder_layers(
+    spec: _TransformerSizes, count: int, attention: Callable[[], nn.Module] | None = None,
+    ffn: Callable[[], nn.Module] | None = None,
+) -> EncoderStack:
+    """`count` encoder layers; `attention` and `ffn` make each layer's modules (default: softmax, dense)."""
+    def softmax_attention() -> nn.Module:
         return MultiHeadAttention(spec.d_model, spec.num_heads, spec.dropout, spec.fast_attention)
 
     layers = [
-        EncoderLayer(spec.d_model, attention_module(), spec.d_ff, spec.dropout, spec.norm_first, spec.activation)
+        EncoderLayer(spec.d_model, (attention or softmax_attention)(), spec.d_ff, spec.dropout, spec.norm_first,
+                     spec.activation, ffn() if ffn is not None else None)
         for _ in range(count)
     ]
     return EncoderStack(layers, spec.d_model, spec.norm_first)
@@ -105,13 +111,14 @@ class TransformerSpec(_TransformerSizes):
     tie_embeddings: bool = Field(True, description="decoder input embedding = output projection (§3.4)")
 
 
+@MODELS.register("transformer", TransformerSpec)
 class TransformerSeq2Seq(nn.Module):
     """Encoder over `src`, decoder over `tgt_in` attending to it; logits (batch, tgt_len, tgt_vocab)."""
 
     def __init__(self, spec: TransformerSpec, info: TaskInfo) -> None:
         super().__init__()
         if info.kind != "seq2seq" or info.vocab_size is None:
-            raise ConfigError(f"the transformer model translates (seq2seq tasks), not {info.kind!r} tasks; "
+            raise ValueError(f"the transformer model translates (seq2seq tasks), not {info.kind!r} tasks; "
                               "use transformer_lm or transformer_encoder.")
         _check_heads(spec)
         self.pad_id = info.pad_id
@@ -127,35 +134,29 @@ class TransformerSeq2Seq(nn.Module):
         if spec.tie_embeddings:
             self.out.weight = self.tgt_embed.table.weight
 
-    def encode(self, batch: Batch) -> dict[str, Tensor]:
+    def encode(self, batch: Batch) -> Memory:
         """Memory: encoder states (batch, src_len, d_model), the source padding mask, and every decoder
-        layer's cross-attention keys/values (batch, heads, src_len, d_k), projected once."""
+        layer's cross-attention keys/values (a `KVCache` of (batch, heads, src_len, d_k)), projected once."""
         src = batch["src"]
         padding = src == self.pad_id
         memory = self.encoder(self.src_embed(src), padding)
-        return {"memory": memory, "src_padding": padding, **self.decoder.memory_keys_values(memory)}
+        return {"memory": memory, "src_padding": padding, "cross": self.decoder.memory_caches(memory)}
 
     def forward(self, batch: Batch) -> Tensor:
         memory = self.encode(batch)
         y, _ = self.decoder(self.tgt_embed(batch["tgt_in"]), memory["memory"], memory["src_padding"])
         return self.out(y)
 
-    def init_state(self, memory: dict[str, Tensor]) -> Cache:
+    def init_state(self, memory: Memory, batch_size: int) -> StackCache:
         """An empty key/value cache per decoder layer: (batch, heads, 0, d_k)."""
-        return self.decoder.empty_cache(memory["memory"].shape[0], memory["memory"])
+        return self.decoder.empty_cache(batch_size, memory["memory"])
 
-    def step(self, memory: dict[str, Tensor], state: Cache, tokens: Tensor) -> tuple[Tensor, Cache, Tensor]:
-        """Previous tokens (batch,) → log-probabilities (batch, tgt_vocab), the extended cache, and the
+    def step(self, memory: Memory, state: StackCache, tokens: Tensor) -> tuple[Tensor, StackCache, Tensor]:
+        """Previous tokens (batch,) → logits (batch, tgt_vocab), the extended cache, and the
         last layer's cross-attention averaged over heads (batch, src_len)."""
-        position = state["0.k"].shape[2]
-        y_t = self.tgt_embed(tokens[:, None], start=position)
-        y_t, state, alpha = self.decoder.step(y_t, memory, memory["src_padding"], state)
-        return torch.log_softmax(self.out(y_t[:, 0]), dim=-1), state, alpha.mean(dim=1)[:, 0]
-
-
-@MODELS.register("transformer", TransformerSpec)
-def build_transformer(spec: TransformerSpec, info: TaskInfo) -> nn.Module:
-    return TransformerSeq2Seq(spec, info)
+        y_t = self.tgt_embed(tokens[:, None], start=state.position)
+        y_t, state, alpha = self.decoder.step(y_t, memory["cross"], memory["src_padding"], state)
+        return self.out(y_t[:, 0]), state, alpha.mean(dim=1)[:, 0]
 
 
 # --- decoder-only language model -------------------------------------------------------------------
@@ -166,20 +167,56 @@ class TransformerLMSpec(_TransformerSizes):
 
     name: Literal["transformer_lm"] = "transformer_lm"
     num_layers: int = Field(4, ge=1)
-    attention: AttentionKind = Field("softmax", description="softmax, or linear (a fast weight programmer)")
+    attention: AttentionKind = Field(
+        "softmax", description="softmax; linear (sum-rule fast weights); delta (delta-rule fast weights, "
+        "Schlag et al. 2021); performer (FAVOR+ random features, Choromanski et al. 2020)")
+    delta_features: Literal["dpfp", "elu"] = Field("dpfp", description="attention: delta: φ, sum-normalised")
+    random_features: int = Field(64, ge=1, description="attention: performer: random features m per head")
+    ffn: Literal["dense", "moe"] = Field("dense", description="dense feed-forward, or a mixture of experts")
+    experts: int = Field(8, ge=1, description="ffn: moe: experts per layer, each a d_ff feed-forward network")
+    top_k: int = Field(1, ge=1, description="ffn: moe: experts per token (1: Switch; 2: Shazeer et al.)")
+    capacity_factor: float | None = Field(None, gt=0, description="ffn: moe: an expert takes ≤ c·tokens·k/E")
+    balance_weight: float = Field(0.01, ge=0, description="ffn: moe: α of the load-balancing loss")
     tie_embeddings: bool = Field(True, description="output projection = token embedding (Press & Wolf 2017)")
 
+    @model_validator(mode="after")
+    def _check_experts(self) -> "TransformerLMSpec":
+        if self.ffn == "moe" and self.top_k > self.experts:
+            raise ValueError(f"top_k ({self.top_k}) must not exceed experts ({self.experts}): each token picks "
+                             "top_k different experts")
+        return self
 
-class TransformerLM(nn.Module):
+
+def _lm_attention(spec: TransformerLMSpec) -> Callable[[], nn.Module] | None:
+    """The language model's self-attention per `spec.attention` (None: softmax)."""
+    if spec.attention == "linear":
+        return lambda: LinearAttention(spec.d_model, spec.num_heads)
+    if spec.attention == "delta":
+        return lambda: DeltaRuleAttention(spec.d_model, spec.num_heads, spec.delta_features)
+    if spec.attention == "performer":
+        return lambda: PerformerAttention(spec.d_model, spec.num_heads, spec.random_features)
+    return None
+
+
+def _lm_ffn(spec: TransformerLMSpec) -> Callable[[], nn.Module] | None:
+    """A mixture-of-experts feed-forward network per layer when `spec.ffn` is moe (None: dense)."""
+    if spec.ffn == "dense":
+        return None
+    return lambda: MoEFeedForward(spec.d_model, spec.d_ff, spec.experts, spec.top_k, spec.capacity_factor,
+                                  spec.dropout, spec.activation, spec.balance_weight)
+
+
+@MODELS.register("transformer_lm", TransformerLMSpec)
+class TransformerLM(LanguageModel):
     """p(x_{t+1} | x_≤t) from causal self-attention layers; logits (batch, time, vocab)."""
 
     def __init__(self, spec: TransformerLMSpec, info: TaskInfo) -> None:
         super().__init__()
         if info.kind != "tokens" or info.vocab_size is None:
-            raise ConfigError(f"transformer_lm models token sequences (tokens tasks such as lm), not {info.kind!r}.")
+            raise ValueError(f"transformer_lm models token sequences (tokens tasks such as lm), not {info.kind!r}.")
         _check_heads(spec)
         self.embed = TokenEmbedding(info.vocab_size, spec, info.pad_id)
-        self.layers = _encoder_layers(spec, spec.num_layers, spec.attention)
+        self.layers = _encoder_layers(spec, spec.num_layers, _lm_attention(spec), _lm_ffn(spec))
         self.out = nn.Linear(spec.d_model, info.output_dim, bias=False)
         if spec.tie_embeddings:
             self.out.weight = self.embed.table.weight
@@ -187,25 +224,14 @@ class TransformerLM(nn.Module):
     def forward(self, batch: Batch) -> Tensor:
         return self.out(self.layers(self.embed(batch["inputs"]), causal=True))
 
-    def init_state(self, batch_size: int) -> Cache:
-        """Every layer's empty cache (keys/values, or fast weights W = 0, z = 0) and the position 0."""
-        weight = self.embed.table.weight
-        state = self.layers.empty_cache(batch_size, weight)
-        state["position"] = torch.zeros(batch_size, dtype=torch.long, device=weight.device)
-        return state
+    def init_state(self, memory: Memory, batch_size: int) -> StackCache:
+        """Every layer's empty cache (keys/values, or fast weights W = 0, z = 0) at position 0."""
+        return self.layers.empty_cache(batch_size, self.embed.table.weight)
 
-    def step(self, state: Cache, tokens: Tensor) -> tuple[Tensor, Cache]:
+    def step(self, memory: Memory, state: StackCache, tokens: Tensor) -> tuple[Tensor, StackCache, None]:
         """tokens (batch,) at the state's position → next-token logits (batch, vocab) and the new state."""
-        position = state["position"]
-        cache = {key: value for key, value in state.items() if key != "position"}
-        x_t = self.embed(tokens[:, None], start=int(position[0]) if position.numel() else 0)
-        h_t, cache = self.layers.step(x_t, cache)
-        return self.out(h_t[:, 0]), {**cache, "position": position + 1}
-
-
-@MODELS.register("transformer_lm", TransformerLMSpec)
-def build_transformer_lm(spec: TransformerLMSpec, info: TaskInfo) -> nn.Module:
-    return TransformerLM(spec, info)
+        h_t, state = self.layers.step(self.embed(tokens[:, None], start=state.position), state)
+        return self.out(h_t[:, 0]), state, None
 
 
 # --- encoder with a task head ----------------------------------------------------------------------
@@ -220,13 +246,14 @@ class TransformerEncoderSpec(_TransformerSizes):
     pooling: Literal["mean", "last", "first"] = Field("mean", description="classify/regress: how positions are pooled")
 
 
+@MODELS.register("transformer_encoder", TransformerEncoderSpec)
 class TransformerEncoderModel(nn.Module):
     """Embed (tokens) or project (numbers), add positions, encode; then a linear head per task kind."""
 
     def __init__(self, spec: TransformerEncoderSpec, info: TaskInfo) -> None:
         super().__init__()
         if info.kind not in ("classify", "regress", "tokens") or not info.sequence:
-            raise ConfigError("transformer_encoder needs a sequence task of kind classify, regress or tokens; "
+            raise ValueError("transformer_encoder needs a sequence task of kind classify, regress or tokens; "
                               "use the transformer model for seq2seq.")
         _check_heads(spec)
         self.kind, self.pooling, self.causal, self.pad_id = info.kind, spec.pooling, spec.causal, info.pad_id
@@ -236,7 +263,7 @@ class TransformerEncoderModel(nn.Module):
         elif info.input_dim is not None:
             self.embed = NumericEmbedding(info.input_dim, spec)
         else:
-            raise ConfigError("transformer_encoder needs token inputs (vocab_size) or numeric inputs (input_dim).")
+            raise ValueError("transformer_encoder needs token inputs (vocab_size) or numeric inputs (input_dim).")
         self.encoder = _encoder_layers(spec, spec.num_layers)
         self.head = nn.Linear(spec.d_model, info.output_dim)
 
@@ -272,8 +299,3 @@ class TransformerEncoderModel(nn.Module):
 
     def forward(self, batch: Batch) -> Tensor:
         return self.head_output(self.encode(batch), batch)
-
-
-@MODELS.register("transformer_encoder", TransformerEncoderSpec)
-def build_transformer_encoder(spec: TransformerEncoderSpec, info: TaskInfo) -> nn.Module:
-    return TransformerEncoderModel(spec, info)

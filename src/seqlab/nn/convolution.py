@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 SQRT_HALF = math.sqrt(0.5)
-Buffers = dict[str, Tensor]
 
 
 class CausalConv1d(nn.Conv1d):
@@ -85,15 +84,17 @@ class WaveNetStack(nn.Module):
             total = total + skip
         return total
 
-    def empty_buffers(self, batch_size: int, like: Tensor) -> Buffers:
-        return {f"conv.{i}": block.conv.empty_buffer(batch_size, like) for i, block in enumerate(self.blocks)}
+    def empty_buffers(self, batch_size: int, like: Tensor) -> list[Tensor]:
+        """Every block's convolution buffer, in order."""
+        return [block.conv.empty_buffer(batch_size, like) for block in self.blocks]
 
-    def step(self, x_t: Tensor, buffers: Buffers) -> tuple[Tensor, Buffers]:
+    def step(self, x_t: Tensor, buffers: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         """One time step x_t (batch, channels, 1) through every block, each with its own input buffer."""
         total: Tensor | int = 0
-        new: Buffers = {}
-        for i, block in enumerate(self.blocks):
-            x_t, skip, new[f"conv.{i}"] = block.step(x_t, buffers[f"conv.{i}"])
+        new = []
+        for block, buffer in zip(self.blocks, buffers):
+            x_t, skip, buffer = block.step(x_t, buffer)
+            new.append(buffer)
             total = total + skip
         return total, new
 

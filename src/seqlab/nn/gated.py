@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from seqlab.nn.init import InitScheme
-from seqlab.nn.recurrent import CellState, RecurrentCell
+from seqlab.nn.cell import CellState, RecurrentCell
 
 
 class LSTMCell(RecurrentCell):

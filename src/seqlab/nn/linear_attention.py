@@ -14,11 +14,13 @@ normaliser z_t = z_{t−1} + φ(k_t). Two ways to compute the same y:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seqlab.nn.transformer import Cache, MultiHeadAttention
+from seqlab.nn.transformer import HeadProjections
 
 EPS = 1e-6
 
@@ -64,12 +66,17 @@ def recurrent_linear_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, eps: flo
     return torch.stack(outputs, dim=-2)
 
 
-class LinearAttention(MultiHeadAttention):
+@dataclass
+class FastWeights:
+    """Linear attention's incremental cache: W (batch, heads, d_v, d_k) and z (batch, heads, d_k)."""
+
+    W: Tensor
+    z: Tensor
+
+
+class LinearAttention(HeadProjections):
     """Multi-head linear attention with the projections of softmax multi-head attention (a drop-in
     replacement in `EncoderLayer`); its incremental cache is the fast weights (W, z), not a KV list."""
-
-    def __init__(self, d_model: int, num_heads: int, bias: bool = True) -> None:
-        super().__init__(d_model, num_heads, dropout=0.0, fast=False, bias=bias)
 
     def forward(
         self,
@@ -95,21 +102,19 @@ class LinearAttention(MultiHeadAttention):
             heads = (phi_q @ W.transpose(-2, -1)) / ((phi_q * phi_k.sum(-2, keepdim=True)).sum(-1, keepdim=True) + EPS)
         return self.merge_heads(heads), None
 
-    def empty_cache(self, batch_size: int, like: Tensor) -> Cache:
+    def empty_cache(self, batch_size: int, like: Tensor) -> FastWeights:
         """Fast weights W_0 = 0 (batch, heads, d_v, d_k) and normaliser z_0 = 0 (batch, heads, d_k)."""
-        return {
-            "W": like.new_zeros(batch_size, self.num_heads, self.d_k, self.d_k),
-            "z": like.new_zeros(batch_size, self.num_heads, self.d_k),
-        }
+        return FastWeights(like.new_zeros(batch_size, self.num_heads, self.d_k, self.d_k),
+                           like.new_zeros(batch_size, self.num_heads, self.d_k))
 
-    def step(self, x_t: Tensor, cache: Cache) -> tuple[Tensor, Cache]:
+    def step(self, x_t: Tensor, cache: FastWeights) -> tuple[Tensor, FastWeights]:
         """New positions x_t (batch, n, d_model), one fast-weight update each; the cache never grows."""
         phi_q = elu_feature_map(self.split_heads(self.W_q(x_t)))
         phi_k = elu_feature_map(self.split_heads(self.W_k(x_t)))
         v = self.split_heads(self.W_v(x_t))
-        W, z = cache["W"], cache["z"]
+        W, z = cache.W, cache.z
         outputs = []
         for t in range(x_t.shape[1]):
             y_t, W, z = fast_weight_step(W, z, phi_q[:, :, t], phi_k[:, :, t], v[:, :, t])
             outputs.append(y_t)
-        return self.merge_heads(torch.stack(outputs, dim=2)), {"W": W, "z": z}
+        return self.merge_heads(torch.stack(outputs, dim=2)), FastWeights(W, z)

@@ -21,57 +21,15 @@ import torch.nn.functional as F
 from torch import Tensor, _VF, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from seqlab.nn.init import InitScheme, initialise_cell
+from seqlab.nn.cell import CellState, RecurrentCell
+from seqlab.nn.gated import GRUCell, LSTMCell
+from seqlab.nn.init import InitScheme
 
 CellName = Literal["elman", "jordan", "lstm", "gru"]
 Nonlinearity = Literal["tanh", "relu"]
-CellState = tuple[Tensor, ...]
 State = Union[Tensor, tuple[Tensor, Tensor]]
 
 FUSED_KERNELS = {"RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu, "LSTM": _VF.lstm, "GRU": _VF.gru}
-
-
-class RecurrentCell(nn.Module):
-    """One time step of a recurrent network: (x_t, state_{t−1}) → state_t."""
-
-    #: names of the matrices that multiply the fed-back state (initialised as recurrent weights)
-    recurrent: tuple[str, ...] = ()
-    #: how many tensors the state holds
-    state_size: int = 1
-
-    def __init__(self, input_size: int, hidden_size: int) -> None:
-        super().__init__()
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-
-    def _matrix(self, rows: int, cols: int) -> nn.Parameter:
-        return nn.Parameter(torch.empty(rows, cols))
-
-    def _vector(self, size: int) -> nn.Parameter:
-        return nn.Parameter(torch.empty(size))
-
-    def reset_parameters(self, init: InitScheme = "default", forget_bias: float = 1.0) -> None:
-        initialise_cell(self, init, self.recurrent, self.hidden_size)
-
-    def initial_state(self, batch_size: int, like: Tensor) -> CellState:
-        zeros = like.new_zeros(batch_size, self.hidden_size)
-        return tuple(zeros for _ in range(self.state_size))
-
-    def output(self, state: CellState) -> Tensor:
-        """What the cell emits at a step (h_t; y_t for Jordan)."""
-        return state[0]
-
-    @property
-    def fused_mode(self) -> str | None:
-        """The torch fused kernel computing this cell (key of FUSED_KERNELS), or None."""
-        return None
-
-    def fused_weights(self) -> list[Tensor]:
-        """This cell's parameters in torch's layout: [weight_ih, weight_hh, bias_ih, bias_hh]."""
-        raise NotImplementedError(f"{type(self).__name__} has no fused kernel")
-
-    def forward(self, x_t: Tensor, state: CellState) -> CellState:
-        raise NotImplementedError
 
 
 class ElmanCell(RecurrentCell):
@@ -139,8 +97,6 @@ def make_cell(
     gru_reset: Literal["after", "before"] = "after",
 ) -> RecurrentCell:
     """Build one cell by name."""
-    from seqlab.nn.gated import GRUCell, LSTMCell
-
     if cell == "elman":
         return ElmanCell(input_size, hidden_size, nonlinearity)
     if cell == "jordan":
@@ -150,6 +106,19 @@ def make_cell(
     if cell == "gru":
         return GRUCell(input_size, hidden_size, reset=gru_reset)
     raise ValueError(f"unknown cell {cell!r}; choose one of elman, jordan, lstm, gru")
+
+
+def batch_first_state(final: State) -> dict[str, Tensor]:
+    """A RecurrentStack state (layers, batch, hidden) as the batch-first dict {"h": (batch, layers, hidden), "c": ...}."""
+    if isinstance(final, tuple):
+        return {"h": final[0].transpose(0, 1), "c": final[1].transpose(0, 1)}
+    return {"h": final.transpose(0, 1)}
+
+
+def stack_state(state: dict[str, Tensor]) -> State:
+    """The batch-first dict back in RecurrentStack's layout (layers, batch, hidden)."""
+    h = state["h"].transpose(0, 1).contiguous()
+    return (h, state["c"].transpose(0, 1).contiguous()) if "c" in state else h
 
 
 def valid_mask(lengths: Tensor | None, steps: int, device: torch.device) -> Tensor | None:

@@ -10,21 +10,23 @@
 - `EncoderLayer` and `DecoderLayer`: sublayers wrapped as LayerNorm(x + Dropout(Sublayer(x)))
   (post-norm, the paper) or x + Dropout(Sublayer(LayerNorm(x))) (pre-norm), and their stacks.
 
-Incremental decoding: a self-attention module's cache (keys and values seen so far for softmax
-attention, fast weights for linear attention) is passed in and returned explicitly by `step`, never
-kept on the module. Every cache tensor is batch-first so beam search can reorder it.
+Incremental decoding: a self-attention module's cache (`KVCache`, the keys and values seen so far, for
+softmax attention; fast weights for linear attention) is passed in and returned explicitly by `step`,
+never kept on the module; a stack's cache (`StackCache`) holds one per layer and the next position.
+Every cache tensor is batch-first so beam search can reorder it.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, TypeVar, overload
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Cache = dict[str, Tensor]
+T = TypeVar("T")
 PositionalKind = Literal["sinusoidal", "learned", "none"]
 Activation = Literal["relu", "gelu"]
 
@@ -58,15 +60,31 @@ def scaled_dot_product_attention(
     return dropped @ v, alpha
 
 
-class MultiHeadAttention(nn.Module):
-    """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = Attention(QW_i^Q, KW_i^K, VW_i^V) (§3.2.2)."""
+@dataclass
+class KVCache:
+    """One self-attention layer's keys and values so far: (batch, heads, tokens, d_k) each."""
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, fast: bool = True, bias: bool = True) -> None:
+    k: Tensor
+    v: Tensor
+
+
+@dataclass
+class StackCache:
+    """A stack's incremental-decoding state: each layer's self-attention cache and the next position."""
+
+    layers: list[Any]
+    position: int = 0
+
+
+class HeadProjections(nn.Module):
+    """The projections W^Q, W^K, W^V, W^O of multi-head attention (§3.2.2) and the split into h heads of
+    d_k = d_model / h, shared by softmax and linear attention."""
+
+    def __init__(self, d_model: int, num_heads: int, bias: bool = True) -> None:
         super().__init__()
         if d_model % num_heads:
             raise ValueError(f"d_model = {d_model} must be divisible by num_heads = {num_heads}")
         self.num_heads, self.d_k = num_heads, d_model // num_heads
-        self.dropout, self.fast = dropout, fast
         self.W_q = nn.Linear(d_model, d_model, bias=bias)
         self.W_k = nn.Linear(d_model, d_model, bias=bias)
         self.W_v = nn.Linear(d_model, d_model, bias=bias)
@@ -80,6 +98,14 @@ class MultiHeadAttention(nn.Module):
         """Concat(head_1, …, head_h) W^O: (batch, heads, length, d_k) → (batch, length, d_model)."""
         batch, _, length, _ = heads.shape
         return self.W_o(heads.transpose(1, 2).reshape(batch, length, self.num_heads * self.d_k))
+
+
+class MultiHeadAttention(HeadProjections):
+    """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = Attention(QW_i^Q, KW_i^K, VW_i^V) (§3.2.2)."""
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, fast: bool = True, bias: bool = True) -> None:
+        super().__init__(d_model, num_heads, bias)
+        self.dropout, self.fast = dropout, fast
 
     def keys_values(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
         """K W^K and V W^V split into heads: (batch, heads, k_len, d_k) each."""
@@ -111,18 +137,18 @@ class MultiHeadAttention(nn.Module):
         allowed = attention_mask(key_padding_mask, causal, query.shape[1], key.shape[1])
         return self.attend(query, K, V, allowed, need_weights)
 
-    def empty_cache(self, batch_size: int, like: Tensor) -> Cache:
+    def empty_cache(self, batch_size: int, like: Tensor) -> KVCache:
         """The self-attention cache before any token: no keys, no values."""
         empty = like.new_zeros(batch_size, self.num_heads, 0, self.d_k)
-        return {"k": empty, "v": empty}
+        return KVCache(empty, empty)
 
-    def step(self, x_t: Tensor, cache: Cache) -> tuple[Tensor, Cache]:
+    def step(self, x_t: Tensor, cache: KVCache) -> tuple[Tensor, KVCache]:
         """Causal self-attention for new positions x_t (batch, n, d_model) given the cached keys and values."""
         k_t, v_t = self.keys_values(x_t, x_t)
-        K, V = torch.cat([cache["k"], k_t], dim=2), torch.cat([cache["v"], v_t], dim=2)
+        K, V = torch.cat([cache.k, k_t], dim=2), torch.cat([cache.v, v_t], dim=2)
         allowed = attention_mask(None, True, x_t.shape[1], K.shape[2]) if x_t.shape[1] > 1 else None
         output, _ = self.attend(x_t, K, V, allowed)
-        return output, {"k": K, "v": V}
+        return output, KVCache(K, V)
 
 
 def sinusoids(length: int, d_model: int, start: int = 0, device: torch.device | None = None) -> Tensor:
@@ -174,7 +200,9 @@ class FeedForward(nn.Module):
 
 
 class Residual(nn.Module):
-    """A sublayer's wrapper: LayerNorm(x + Dropout(Sublayer(x))) post-norm, or x + Dropout(Sublayer(LayerNorm(x))) pre-norm."""
+    """A sublayer f in its residual connection (§5.4): LayerNorm(x + Dropout(f(x))) post-norm (the paper),
+    or x + Dropout(f(LayerNorm(x))) pre-norm. An f that returns (output, extra) (attention weights, a
+    cache) gets (the sum, extra) back."""
 
     def __init__(self, d_model: int, dropout: float, norm_first: bool) -> None:
         super().__init__()
@@ -182,43 +210,45 @@ class Residual(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.norm_first = norm_first
 
-    def inner(self, x: Tensor) -> Tensor:
-        """What the sublayer reads."""
-        return self.norm(x) if self.norm_first else x
+    @overload
+    def forward(self, x: Tensor, f: Callable[[Tensor], tuple[Tensor, T]]) -> tuple[Tensor, T]: ...
+    @overload
+    def forward(self, x: Tensor, f: Callable[[Tensor], Tensor]) -> Tensor: ...
 
-    def outer(self, x: Tensor, sublayer_out: Tensor) -> Tensor:
-        """The residual sum, normalised after it in post-norm."""
-        y = x + self.dropout(sublayer_out)
-        return y if self.norm_first else self.norm(y)
+    def forward(self, x: Tensor, f: Callable[[Tensor], Any]) -> Any:
+        out = f(self.norm(x)) if self.norm_first else f(x)
+        output, extra = out if isinstance(out, tuple) else (out, None)
+        y = x + self.dropout(output)
+        y = y if self.norm_first else self.norm(y)
+        return (y, extra) if isinstance(out, tuple) else y
 
 
 class EncoderLayer(nn.Module):
     """Self-attention then a feed-forward network, each in a residual wrapper (§3.1, encoder).
 
     With `causal=True` it is also the decoder-only language model's layer; its self-attention may be
-    softmax multi-head attention or linear attention (any module with the same forward/step/empty_cache).
+    softmax multi-head attention or linear attention (any module with the same forward/step/empty_cache),
+    and its feed-forward network `ffn` any position-wise module (default: `FeedForward`; e.g. a mixture of experts).
     """
 
     def __init__(
         self, d_model: int, self_attn: nn.Module, d_ff: int, dropout: float = 0.1,
-        norm_first: bool = False, activation: Activation = "relu",
+        norm_first: bool = False, activation: Activation = "relu", ffn: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.self_attn = self_attn
-        self.ffn = FeedForward(d_model, d_ff, dropout, activation)
+        self.ffn = FeedForward(d_model, d_ff, dropout, activation) if ffn is None else ffn
         self.attn_residual = Residual(d_model, dropout, norm_first)
         self.ffn_residual = Residual(d_model, dropout, norm_first)
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, causal: bool = False) -> Tensor:
-        h = self.attn_residual.inner(x)
-        x = self.attn_residual.outer(x, self.self_attn(h, h, h, key_padding_mask, causal)[0])
-        return self.ffn_residual.outer(x, self.ffn(self.ffn_residual.inner(x)))
+        x, _ = self.attn_residual(x, lambda h: self.self_attn(h, h, h, key_padding_mask, causal))
+        return self.ffn_residual(x, self.ffn)
 
-    def step(self, x_t: Tensor, cache: Cache) -> tuple[Tensor, Cache]:
+    def step(self, x_t: Tensor, cache: Any) -> tuple[Tensor, Any]:
         """The causal layer on new positions x_t (batch, n, d_model), given and returning its attention cache."""
-        attended, cache = self.self_attn.step(self.attn_residual.inner(x_t), cache)
-        x_t = self.attn_residual.outer(x_t, attended)
-        return self.ffn_residual.outer(x_t, self.ffn(self.ffn_residual.inner(x_t))), cache
+        x_t, cache = self.attn_residual(x_t, lambda h: self.self_attn.step(h, cache))
+        return self.ffn_residual(x_t, self.ffn), cache
 
 
 class DecoderLayer(nn.Module):
@@ -236,43 +266,35 @@ class DecoderLayer(nn.Module):
         self.cross_residual = Residual(d_model, dropout, norm_first)
         self.ffn_residual = Residual(d_model, dropout, norm_first)
 
-    def _cross_and_ffn(
-        self, y: Tensor, memory_kv: tuple[Tensor, Tensor], allowed: Tensor | None, need_weights: bool
-    ) -> tuple[Tensor, Tensor | None]:
-        attended, alpha = self.cross_attn.attend(self.cross_residual.inner(y), *memory_kv, allowed, need_weights)
-        y = self.cross_residual.outer(y, attended)
-        return self.ffn_residual.outer(y, self.ffn(self.ffn_residual.inner(y))), alpha
-
     def forward(
         self, y: Tensor, memory: Tensor, memory_padding_mask: Tensor | None = None,
         tgt_padding_mask: Tensor | None = None, need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """y (batch, tgt_len, d_model) attends causally to itself and fully to memory (batch, src_len, d_model)."""
-        h = self.self_residual.inner(y)
-        y = self.self_residual.outer(y, self.self_attn(h, h, h, tgt_padding_mask, causal=True)[0])
-        allowed = attention_mask(memory_padding_mask, False, y.shape[1], memory.shape[1])
-        return self._cross_and_ffn(y, self.cross_attn.keys_values(memory, memory), allowed, need_weights)
+        y, _ = self.self_residual(y, lambda h: self.self_attn(h, h, h, tgt_padding_mask, causal=True))
+        return self._cross_and_ffn(y, self.memory_cache(memory), memory_padding_mask, need_weights)
+
+    def memory_cache(self, memory: Tensor) -> KVCache:
+        """The memory's keys and values for this layer's cross-attention, projected once per source sentence."""
+        return KVCache(*self.cross_attn.keys_values(memory, memory))
+
+    def _cross_and_ffn(
+        self, y: Tensor, memory: KVCache, memory_padding_mask: Tensor | None, need_weights: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attention over the memory's projected keys/values, then the feed-forward network; and the weights α."""
+        allowed = attention_mask(memory_padding_mask, False, y.shape[1], memory.k.shape[2])
+        y, alpha = self.cross_residual(y, lambda h: self.cross_attn.attend(h, memory.k, memory.v, allowed, need_weights))
+        return self.ffn_residual(y, self.ffn), alpha
 
     def step(
-        self, y_t: Tensor, memory_kv: tuple[Tensor, Tensor], memory_padding_mask: Tensor | None,
-        cache: Cache, need_weights: bool = False,
-    ) -> tuple[Tensor, Cache, Tensor | None]:
+        self, y_t: Tensor, memory: KVCache, memory_padding_mask: Tensor | None, cache: KVCache,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, KVCache, Tensor | None]:
         """One new target position y_t (batch, 1, d_model) with cached self-attention keys/values and
-        the memory's keys/values projected once (`cross_attn.keys_values`)."""
-        attended, cache = self.self_attn.step(self.self_residual.inner(y_t), cache)
-        y_t = self.self_residual.outer(y_t, attended)
-        allowed = attention_mask(memory_padding_mask, False, y_t.shape[1], memory_kv[0].shape[2])
-        y_t, alpha = self._cross_and_ffn(y_t, memory_kv, allowed, need_weights)
+        the memory's keys/values projected once (`memory_cache`)."""
+        y_t, cache = self.self_residual(y_t, lambda h: self.self_attn.step(h, cache))
+        y_t, alpha = self._cross_and_ffn(y_t, memory, memory_padding_mask, need_weights)
         return y_t, cache, alpha
-
-
-def layer_caches(layers: nn.ModuleList, batch_size: int, like: Tensor) -> Cache:
-    """Every layer's empty self-attention cache, keys prefixed by the layer index ('0.k', '0.v', ...)."""
-    return {
-        f"{index}.{key}": value
-        for index, layer in enumerate(layers)
-        for key, value in layer.self_attn.empty_cache(batch_size, like).items()
-    }
 
 
 class EncoderStack(nn.Module):
@@ -288,18 +310,16 @@ class EncoderStack(nn.Module):
             x = layer(x, key_padding_mask, causal)
         return self.final_norm(x)
 
-    def empty_cache(self, batch_size: int, like: Tensor) -> Cache:
-        return layer_caches(self.layers, batch_size, like)
+    def empty_cache(self, batch_size: int, like: Tensor) -> StackCache:
+        return StackCache([layer.self_attn.empty_cache(batch_size, like) for layer in self.layers])
 
-    def step(self, x_t: Tensor, cache: Cache) -> tuple[Tensor, Cache]:
+    def step(self, x_t: Tensor, cache: StackCache) -> tuple[Tensor, StackCache]:
         """Run new positions x_t (batch, n, d_model) through every layer causally, extending the cache."""
-        new_cache: Cache = {}
-        for index, layer in enumerate(self.layers):
-            prefix = f"{index}."
-            mine = {key[len(prefix):]: value for key, value in cache.items() if key.startswith(prefix)}
-            x_t, mine = layer.step(x_t, mine)
-            new_cache.update({prefix + key: value for key, value in mine.items()})
-        return self.final_norm(x_t), new_cache
+        layers = []
+        for layer, layer_cache in zip(self.layers, cache.layers):
+            x_t, layer_cache = layer.step(x_t, layer_cache)
+            layers.append(layer_cache)
+        return self.final_norm(x_t), StackCache(layers, cache.position + x_t.shape[1])
 
 
 class DecoderStack(nn.Module):
@@ -321,28 +341,21 @@ class DecoderStack(nn.Module):
             y, alpha = layer(y, memory, memory_padding_mask, tgt_padding_mask, need_weights and last)
         return self.final_norm(y), alpha
 
-    def memory_keys_values(self, memory: Tensor) -> Cache:
+    def memory_caches(self, memory: Tensor) -> list[KVCache]:
         """Each layer's cross-attention keys and values, projected once per source sentence."""
-        cache: Cache = {}
-        for index, layer in enumerate(self.layers):
-            cache[f"cross.{index}.k"], cache[f"cross.{index}.v"] = layer.cross_attn.keys_values(memory, memory)
-        return cache
+        return [layer.memory_cache(memory) for layer in self.layers]
 
-    def empty_cache(self, batch_size: int, like: Tensor) -> Cache:
-        return layer_caches(self.layers, batch_size, like)
+    def empty_cache(self, batch_size: int, like: Tensor) -> StackCache:
+        return StackCache([layer.self_attn.empty_cache(batch_size, like) for layer in self.layers])
 
     def step(
-        self, y_t: Tensor, memory_kv: Cache, memory_padding_mask: Tensor | None, cache: Cache
-    ) -> tuple[Tensor, Cache, Tensor]:
+        self, y_t: Tensor, memory: list[KVCache], memory_padding_mask: Tensor | None, cache: StackCache
+    ) -> tuple[Tensor, StackCache, Tensor]:
         """One target position y_t (batch, 1, d_model); returns states, new cache, last layer's cross-attention."""
-        new_cache: Cache = {}
-        alpha: Tensor | None = None
+        layers, alpha = [], None
         for index, layer in enumerate(self.layers):
             last = index == len(self.layers) - 1
-            mine = {"k": cache[f"{index}.k"], "v": cache[f"{index}.v"]}
-            kv = (memory_kv[f"cross.{index}.k"], memory_kv[f"cross.{index}.v"])
-            y_t, mine, layer_alpha = layer.step(y_t, kv, memory_padding_mask, mine, need_weights=last)
-            new_cache[f"{index}.k"], new_cache[f"{index}.v"] = mine["k"], mine["v"]
-            alpha = layer_alpha if last else alpha
+            y_t, layer_cache, alpha = layer.step(y_t, memory[index], memory_padding_mask, cache.layers[index], last)
+            layers.append(layer_cache)
         assert alpha is not None
-        return self.final_norm(y_t), new_cache, alpha
+        return self.final_norm(y_t), StackCache(layers, cache.position + 1), alpha

@@ -56,6 +56,8 @@ def _verdict(verdict: str) -> str:
 def _section(exp: dict[str, Any], out_dir: Path) -> str:
     figures = "".join(f"<tr><td>{_esc(k)}</td><td>{_esc(_format(v))}</td></tr>" for k, v in exp["figures"].items())
     images = "".join(_image_tag(out_dir / image, f"{exp['name']}: {Path(image).stem}") for image in exp["images"])
+    checks = "".join(f"<li>{'met' if met else '<b>not met</b>'}: {_esc(label)}</li>" for label, met in exp.get("checks", {}).items())
+    checks = f"<ul class='checks'>{checks}</ul>" if checks else ""
     error = f"<pre>{_esc(exp.get('error', ''))}\n{_esc(exp.get('traceback', ''))}</pre>" if exp["verdict"] == "error" else ""
     return f"""
 <section class="exp" id="exp-{_esc(exp['name'])}">
@@ -63,6 +65,7 @@ def _section(exp: dict[str, Any], out_dir: Path) -> str:
 <p class="meta">era: {_esc(exp['era'])} · source: {_esc(exp['source'])} · time: {exp['seconds']:.1f} s</p>
 <blockquote>{_esc(exp['claim'])}</blockquote>
 <p><b>Threshold.</b> {_esc(exp['threshold'])}</p>
+{checks}
 <p><b>Setup.</b> {_esc(exp.get('setup') or '—')}</p>
 <table><tr><th>figure</th><th>measured</th></tr>{figures}</table>
 {error}{images}

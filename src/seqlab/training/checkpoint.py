@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from seqlab.errors import UserError
+from seqlab.config import ConfigError, upgrade_config
+from seqlab.errors import UserError, warn
 
 FORMAT = "seqlab-checkpoint-1"
 WEIGHTS, META, TRAINING = "model.safetensors", "meta.json", "training.pt"
@@ -34,6 +36,10 @@ WEIGHTS, META, TRAINING = "model.safetensors", "meta.json", "training.pt"
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, incomplete, corrupt or not a seqlab checkpoint."""
+
+
+class NonFiniteCheckpoint(CheckpointError):
+    """A checkpoint whose weights hold NaN or infinity (saved after the run diverged)."""
 
 
 @dataclass
@@ -104,6 +110,12 @@ def read_meta(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{meta_file} is corrupt ({err}); use an earlier checkpoint.") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a seqlab checkpoint (no '{FORMAT}' marker in {META}).")
+    missing = [key for key in ("step", "config") if key not in meta]
+    if missing or not isinstance(meta.get("config"), dict):
+        raise CheckpointError(
+            f"{meta_file} is damaged: it lacks {' and '.join(repr(k) for k in missing) or 'a valid config'}; "
+            "use another checkpoint of the run."
+        )
     return meta
 
 
@@ -129,6 +141,18 @@ def load_weights(path: Path, model: nn.Module) -> None:
             f"{path} does not match the model built from its config: missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]}."
         )
+    bad = non_finite_tensors(model)
+    if bad:
+        raise NonFiniteCheckpoint(
+            f"{path} holds non-finite weights (NaN or inf in {', '.join(bad[:3])}): the run had diverged when "
+            "it was saved. Use an earlier checkpoint of the run, or retrain with a lower train.lr or train.grad_clip."
+        )
+
+
+def non_finite_tensors(model: nn.Module) -> list[str]:
+    """Names of the model's floating-point parameters and buffers that hold a NaN or an infinity."""
+    return [name for name, tensor in model.state_dict().items()
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
 
 
 def load_training_state(path: Path) -> dict[str, Any]:
@@ -138,7 +162,15 @@ def load_training_state(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} has no {TRAINING}: it holds weights only and cannot resume training.")
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
+    except pickle.UnpicklingError as err:
+        called = re.search(r"GLOBAL (\S+) was not an allowed global", str(err))
+        what = (f"holds Python objects beyond tensors and plain containers (it asks to call {called.group(1)})"
+                if called else "is corrupt or not a seqlab training state (not a weights-only torch file)")
+        raise CheckpointError(
+            f"{file} {what}. seqlab never unpickles arbitrary objects, since loading them could run any code, so it "
+            "will not read this file. Resume from another checkpoint of the run, or start a new run."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{file} is corrupt or not a seqlab training state ({first_line}).") from None
     if not isinstance(state, dict) or not {"optimizer", "scheduler", "rng"} <= set(state):
@@ -162,17 +194,33 @@ def recover_interrupted_saves(run_dir: Path) -> None:
             os.rename(old, folder / name)
 
 
+def _incomplete(path: Path) -> str | None:
+    """Why a checkpoint directory cannot be used ('no meta.json', ...), or None if it is complete."""
+    absent = [name for name in (META, WEIGHTS) if not (path / name).is_file()]
+    return f"it has no {' and no '.join(absent)}" if absent else None
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Complete step checkpoints of a run, oldest first (temporary and partial directories are skipped)."""
     folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.glob("step_*") if (p / META).is_file() and (p / WEIGHTS).is_file())
+    return sorted(p for p in folder.glob("step_*") if _incomplete(p) is None)
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
+def latest_checkpoint(run_dir: Path, warn_skipped: bool = False) -> Path | None:
+    """The newest complete step checkpoint; with `warn_skipped`, a warning names each newer one that is
+    incomplete (and so skipped) and why."""
     found = list_checkpoints(run_dir)
-    return found[-1] if found else None
+    latest = found[-1] if found else None
+    if warn_skipped:
+        folder = Path(run_dir) / "checkpoints"
+        for path in sorted(folder.glob("step_*")) if folder.is_dir() else []:
+            reason = _incomplete(path)
+            if reason is not None and (latest is None or path.name > latest.name):
+                used = f"using {latest.name} instead" if latest is not None else "no complete checkpoint is left"
+                warn(f"skipping {path}: {reason} (a damaged or partial checkpoint); {used}.")
+    return latest
 
 
 def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
@@ -183,12 +231,86 @@ def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
 def resolve_checkpoint(path: str | Path) -> Checkpoint:
     """Accept a checkpoint directory or a run directory (its best checkpoint, else its latest)."""
     path = Path(path)
-    if (path / META).is_file():
+    if (path / META).is_file() or (path / WEIGHTS).is_file():
         return Checkpoint(path, read_meta(path))
     best = path / "checkpoints" / "best"
-    if (best / META).is_file():
-        return Checkpoint(best, read_meta(best))
-    latest = latest_checkpoint(path)
+    if best.is_dir():
+        reason = _incomplete(best)
+        if reason is None:
+            return Checkpoint(best, read_meta(best))
+        warn(f"skipping {best}: {reason} (a damaged or partial checkpoint); falling back to the latest step.")
+    latest = latest_checkpoint(path, warn_skipped=True)
     if latest is None:
         raise CheckpointError(f"no checkpoint found at {path}: pass a run directory or a checkpoint directory.")
     return Checkpoint(latest, read_meta(latest))
+
+
+def resume_point(run_dir: Path, resume_from: str | None = None) -> Path:
+    """The checkpoint a resumed run starts from: the latest complete one, or the one `resume_from` names
+    (a step number, a ``step_…`` name, or a checkpoint directory)."""
+    run_dir = Path(run_dir)
+    if resume_from is None:
+        path = latest_checkpoint(run_dir, warn_skipped=True)
+    else:
+        names = [resume_from, f"step_{int(resume_from):08d}" if resume_from.isdigit() else resume_from]
+        candidates = [Path(resume_from)] + [run_dir / "checkpoints" / name for name in names]
+        path = next((c for c in candidates if c.is_dir() and c.name.startswith("step_") and _incomplete(c) is None), None)
+        if path is None:
+            known = ", ".join(p.name for p in list_checkpoints(run_dir)) or "none"
+            raise CheckpointError(f"--resume-from {resume_from}: no such complete step checkpoint in {run_dir} "
+                                  f"(it holds: {known}).")
+    if path is None:
+        raise CheckpointError(f"{run_dir} holds no complete checkpoint to resume from; drop --resume to start anew.")
+    return path
+
+
+def earlier_checkpoints_hint(run_dir: Path, path: Path) -> str:
+    """What to resume from instead of `path`: the newest earlier step checkpoint, if any is left."""
+    earlier = [p.name for p in list_checkpoints(run_dir) if p.name < Path(path).name]
+    if not earlier:
+        return "No earlier checkpoint is left: start a new run (a lower train.lr, or train.grad_clip, may help)."
+    step = int(earlier[-1].removeprefix("step_"))
+    return f"Resume from an earlier one with --resume-from {step} (this run holds {', '.join(earlier)})."
+
+
+def check_same_run(path: Path, saved: dict[str, Any], config: Any) -> None:
+    """Refuse to resume a checkpoint whose task or model section differs from `config`'s."""
+    saved = upgrade_config(saved)
+    for section in ("task", "model"):
+        if saved.get(section) != getattr(config, section).model_dump(mode="json"):
+            raise ConfigError(
+                f"cannot resume {path}: its '{section}' section differs from this config "
+                f"(saved {saved.get(section)}); use the original config or a new out_dir."
+            )
+
+
+def init_from(source: str | Path, model: nn.Module, config: Any, task_state: dict[str, Any]) -> list[str]:
+    """Start `model` from another run's weights (pre-train, then fine-tune): every tensor whose name and
+    shape match is copied; the rest (a new task head) keeps its fresh initialisation. Returns the copied names.
+
+    Refused with a message naming both sides when the runs' vocabularies differ (the same row would mean
+    another token) or when no tensor matches (another model family)."""
+    found = resolve_checkpoint(source)
+    saved_model = found.meta["config"].get("model", {}).get("name")
+    saved_vocab = (found.meta.get("task_state") or {}).get("vocab")
+    vocab = task_state.get("vocab")
+    if saved_vocab is not None and vocab is not None and saved_vocab != vocab:
+        raise CheckpointError(
+            f"train.init_from = {source}: its vocabulary ({len(saved_vocab.get('itos', []))} symbols, task "
+            f"{found.meta['config']['task'].get('name')!r}) differs from this task's ({len(vocab.get('itos', []))} symbols, task "
+            f"{config.task.name!r}); pre-train and fine-tune on data that builds the same vocabulary."
+        )
+    wanted = model.state_dict()
+    with safe_open(str(found.path / WEIGHTS), framework="pt") as handle:
+        matching = {key: handle.get_tensor(key) for key in handle.keys()
+                    if key in wanted and tuple(handle.get_slice(key).get_shape()) == tuple(wanted[key].shape)}
+    if not matching:
+        raise CheckpointError(
+            f"train.init_from = {source}: none of its weights (model {saved_model!r}) matches this model "
+            f"({config.model.name!r}) by name and shape; initialise from a run of the same model family."
+        )
+    model.load_state_dict(matching, strict=False)
+    bad = non_finite_tensors(model)
+    if bad:
+        raise NonFiniteCheckpoint(f"train.init_from = {source}: its weights hold NaN or inf ({', '.join(bad[:3])}).")
+    return sorted(matching)

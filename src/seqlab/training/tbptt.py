@@ -14,9 +14,11 @@ k1 = k2 is plain chunked training: each update runs one chunk from the previous 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
+
+from seqlab.nn.state import map_state
 
 
 @dataclass(frozen=True)
@@ -42,15 +44,6 @@ def window(update: int, k1: int, k2: int) -> Window:
     carry_at = max(0, stop + k1 - max(k1, k2))
     detach_at = tuple(range(stop - k2, stop - k1, -k2)) if k2 < k1 else ()
     return Window(start, stop, stop - k1, carry_at, detach_at)
-
-
-def map_state(state: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    """Apply `fn` to every tensor of a recurrent state (a tensor, a tuple of tensors, or None)."""
-    if state is None:
-        return None
-    if isinstance(state, torch.Tensor):
-        return fn(state)
-    return type(state)(map_state(part, fn) for part in state)
 
 
 def detach_state(state: Any) -> Any:

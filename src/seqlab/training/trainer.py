@@ -1,39 +1,43 @@
 """The one training loop for every model and task.
 
-It owns: seeding, optimiser and schedule, gradient accumulation, clipping by global norm (the norm
-before clipping is logged every step), evaluation every N steps, early stopping, metrics as JSON lines
-and TensorBoard, a progress bar, atomic checkpoints with exact resume, DistributedDataParallel
-when launched by ``torchrun``, and truncated BPTT over parallel streams when ``train.tbptt`` is set
-(`tbptt_step`; the window arithmetic is in `seqlab.training.tbptt`).
+`Trainer.fit` is the loop: take the step's batch, forward under the run's precision, backward, clip by
+global norm (the pre-clip norm is logged), step, log, evaluate every N steps, checkpoint, stop. Its parts
+live beside it, each in its own module: `precision` (autocast dtype by hardware), `distributed` (torchrun /
+DDP), `run_dir` (the run lock, metrics log, atomic files), `stopping` (best value, early stopping,
+divergence), `checkpoint` (atomic save, exact resume, `init_from`), `rng`, and `tbptt` (the window
+arithmetic of truncated BPTT, used by `tbptt_step`).
+
+A diverged run (a NaN or infinite loss, gradient norm or validation figure) stops before the bad update
+is applied, never writes a `best` or step checkpoint from it, records ``stop_reason: diverged`` in
+``final_metrics.json``, and `seqlab train` exits non-zero.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
-import torch.distributed as dist
-import yaml
 from torch import nn
 from tqdm import tqdm
 
 from seqlab.config import ConfigError, RunConfig
 from seqlab.data.base import IGNORE, Batch, Task
 from seqlab.data.stream import StreamTask
+from seqlab.errors import UserError, warn
 from seqlab.models import build_model, count_parameters
 from seqlab.registry import TASKS
 from seqlab.training import checkpoint as ckpt
-from seqlab.training.objectives import finalize, loss_sum, metric_sums, target_count
+from seqlab.training.distributed import Distributed, split_batch
+from seqlab.training.objectives import auxiliary_loss, finalize, loss_sum, metric_names, metric_sums, target_count
 from seqlab.training.optim import build_optimizer, build_scheduler
+from seqlab.training.precision import resolve_precision
+from seqlab.training.rng import rng_state, seed_everything, set_rng_state
+from seqlab.training.run_dir import RunDirectory
+from seqlab.training.stopping import BestTracker, StopReason, diverged
 from seqlab.training.tbptt import detach_state, map_state, window
 
 
@@ -45,7 +49,8 @@ class Callback:
         return {}
 
     def on_step_end(self, trainer: "Trainer", step: int, logs: dict[str, float]) -> None:
-        """Called after each optimiser step with that step's logged figures."""
+        """Called after each optimiser step with that step's logged figures; setting
+        `trainer.stopped_early = True` ends training after this step."""
 
 
 @dataclass
@@ -58,66 +63,33 @@ class TrainResult:
     stopped_early: bool = False
     seconds: float = 0.0
     parameters: int = 0
+    stop_reason: StopReason = "steps"
+    message: str = ""  # why a diverged run stopped
+    precision: str = "fp32"  # the precision the run actually used
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    """Every RNG the training loop may draw from, in a form `torch.load(weights_only=True)` accepts."""
-    _, key, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": [torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    key, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state(("MT19937", key.numpy().astype(np.uint32), pos, has_gauss, cached))
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+class TrainingDiverged(UserError):
+    """A run stopped on a NaN or infinite figure; its last finite checkpoint is kept."""
 
 
 def build_task(config: RunConfig) -> Task:
     return TASKS.build(config.task, config.seed)
 
 
-def slice_batch(batch: Batch, start: int, stop: int) -> Batch:
-    return {key: value[start:stop] for key, value in batch.items()}
-
-
-def split_batch(batch: Batch, parts: int) -> list[Batch]:
-    """Split along the batch dimension into `parts` nearly equal pieces (empty pieces dropped)."""
-    n = next(iter(batch.values())).shape[0]
-    bounds = [round(i * n / parts) for i in range(parts + 1)]
-    return [slice_batch(batch, a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
-
-
-def has_bf16(device: torch.device) -> bool:
-    """Whether the device computes bf16 in hardware (CUDA: compute capability ≥ 8; CPU: AVX-512 BF16 / AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype that train.precision means on this device; None = plain fp32."""
-    if precision == "bf16" and not has_bf16(device):
-        raise ConfigError(
-            f"train.precision = bf16, but {device} has no bf16 hardware, where bf16 runs many times slower "
-            "than fp32; set train.precision to auto or fp32."
-        )
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda" and has_bf16(device)):
-        return torch.bfloat16
-    return None
+def check_task_fits(config: RunConfig, task: Task) -> None:
+    """Refuse, before any training, settings this task cannot serve (the config alone cannot tell)."""
+    train_cfg = config.train
+    if train_cfg.batch_tokens is not None and not task.token_batching:
+        raise ConfigError(f"train.batch_tokens applies to corpus tasks that batch by token count (translation), "
+                          f"not {config.task.name!r}; set train.batch_size for this task instead.")
+    rule = train_cfg.early_stopping
+    if rule is not None and rule.metric not in metric_names(task.info.kind):
+        raise ConfigError(f"train.early_stopping.metric = {rule.metric!r} is not measured on {task.info.kind!r} "
+                          f"tasks; choose one of {metric_names(task.info.kind)}.")
+    for split in task.splits():
+        if next(iter(task.eval_batches(split, train_cfg.batch_size)), None) is None:
+            raise ConfigError(f"the task {config.task.name!r} has an empty {split!r} split (no examples to evaluate "
+                              "on); give it more data or change how it splits the data.")
 
 
 class Trainer:
@@ -135,34 +107,32 @@ class Trainer:
         self.train_cfg = config.train
         if self.train_cfg.threads:
             torch.set_num_threads(self.train_cfg.threads)
-        self.world_size, self.rank = self._init_distributed()
+        self.dist = Distributed()
         seed_everything(config.seed)
         self.task = task if task is not None else build_task(config)
+        check_task_fits(config, self.task)
         if self.train_cfg.batch_tokens is not None:
-            if not hasattr(self.task, "batch_tokens"):
-                raise ConfigError("train.batch_tokens applies to corpus tasks that batch by token count "
-                                  "(translation); set train.batch_size for this task instead.")
             self.task.batch_tokens = self.train_cfg.batch_tokens
         self.kind = self.task.info.kind
-        self.device = self._pick_device()
-        self.autocast_dtype = autocast_dtype(self.train_cfg.precision, self.device)
-        parts = self.world_size * self.train_cfg.grad_accum
+        self.device = self.dist.device(self.train_cfg.device)
+        self.precision = resolve_precision(self.train_cfg.precision, self.device)
+        self.autocast_dtype = torch.bfloat16 if self.precision == "bf16" else None
+        parts = self.dist.world_size * self.train_cfg.grad_accum
         if self.train_cfg.batch_tokens is None and self.train_cfg.batch_size < parts:
             raise ConfigError(
-                f"train.batch_size = {self.train_cfg.batch_size} cannot be split over {self.world_size} process(es) "
-                f"x {self.train_cfg.grad_accum} accumulation step(s); use a batch of at least {parts}."
+                f"train.batch_size = {self.train_cfg.batch_size} cannot be split over {self.dist.world_size} "
+                f"process(es) x {self.train_cfg.grad_accum} accumulation step(s); use a batch of at least {parts}."
             )
         self.model = (model if model is not None else build_model(config.model, self.task.info)).to(self.device)
-        self.module: nn.Module = self.model
-        if self.world_size > 1:
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.module = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        if self.train_cfg.init_from is not None:
+            self.initialised_from = ckpt.init_from(self.train_cfg.init_from, self.model, config, self.task.state_dict())
+        self.module = self.dist.wrap(self.model, self.device)
         self.optimizer = build_optimizer(self.model, self.train_cfg)
         self.scheduler = build_scheduler(self.optimizer, self.train_cfg)
-        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.run_dir = RunDirectory(out_dir) if out_dir is not None else None
+        self.out_dir = self.run_dir.path if self.run_dir is not None else None
         self.callbacks = callbacks
-        self.best: float | None = None
-        self.bad_evals = 0
+        self.tracker = BestTracker(self.train_cfg.early_stopping)
         self.stopped_early = False
         self.train_seconds = 0.0
         self._writer: Any = None
@@ -170,27 +140,13 @@ class Trainer:
         if self.train_cfg.tbptt is not None:
             self._check_tbptt()
 
-    @staticmethod
-    def _init_distributed() -> tuple[int, int]:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return 1, 0
-        if not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() and os.environ.get("SEQLAB_BACKEND") != "gloo" else "gloo"
-            dist.init_process_group(backend=backend)
-        return dist.get_world_size(), dist.get_rank()
-
-    def _pick_device(self) -> torch.device:
-        """The configured device; under torchrun with CUDA, this process's own GPU (LOCAL_RANK)."""
-        device = torch.device(self.train_cfg.device)
-        if device.type == "cuda" and self.world_size > 1:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(device)
-        return device
-
     @property
     def is_main(self) -> bool:
-        return self.rank == 0
+        return self.dist.is_main
+
+    @property
+    def best(self) -> float | None:
+        return self.tracker.best
 
     def autocast(self) -> torch.autocast:
         """Mixed precision for a forward pass as train.precision asks (losses are then taken in fp32)."""
@@ -199,52 +155,43 @@ class Trainer:
     def _to_device(self, batch: Batch) -> Batch:
         return {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
 
-    def _local_batch(self, step: int) -> Batch:
-        """This process's share of the global batch for `step`."""
-        batch = self.task.train_batch(step, self.train_cfg.batch_size)
-        if self.world_size == 1:
-            return batch
-        return split_batch(batch, self.world_size)[self.rank]
-
-    def _all_reduce(self, value: torch.Tensor) -> torch.Tensor:
-        if self.world_size > 1:
-            dist.all_reduce(value)
-        return value
+    # --- one update ---------------------------------------------------------------------------------
 
     def train_step(self, step: int) -> dict[str, float]:
         """One optimiser update over the global batch of `step`; returns its logged figures."""
         if self.train_cfg.tbptt is not None:
             return self.tbptt_step(step)
         self.module.train()
-        local = self._to_device(self._local_batch(step))
+        local = self._to_device(self.dist.share(self.task.train_batch(step, self.train_cfg.batch_size)))
         micro_batches = split_batch(local, self.train_cfg.grad_accum)
-        count = self._all_reduce(torch.tensor(float(target_count(self.kind, local)), device=self.device))
+        count = self.dist.sum(torch.tensor(float(target_count(self.kind, local)), device=self.device))
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
         for index, micro in enumerate(micro_batches):
-            last = index == len(micro_batches) - 1
-            sync = contextlib.nullcontext() if (last or self.world_size == 1) else self.module.no_sync()
-            with sync:
+            with self.dist.no_sync(self.module, last=index == len(micro_batches) - 1):
                 with self.autocast():
                     output = self.module(micro)
                 summed = loss_sum(self.kind, output.float(), micro, self.train_cfg.label_smoothing)
-                (summed * self.world_size / count).backward()
+                aux = auxiliary_loss(self.model)  # any module's `aux_loss` (e.g. MoE load balance) joins the objective
+                (summed * self.dist.world_size / count + (0.0 if aux is None else aux / len(micro_batches))).backward()
             total += summed.detach()
         return self._apply_update(step, total, count)
 
     def _apply_update(self, step: int, total: torch.Tensor, count: torch.Tensor) -> dict[str, float]:
-        """Callbacks, clipping and the optimiser step once the gradients of `step` are complete."""
+        """Callbacks, clipping and the optimiser step once the gradients of `step` are complete; a
+        non-finite loss or gradient norm skips the step, so the weights stay as they were."""
         logs: dict[str, float] = {}
         for callback in self.callbacks:
             logs.update(callback.on_after_backward(self, step))
         max_norm = self.train_cfg.grad_clip if self.train_cfg.grad_clip is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         logs["lr"] = self.optimizer.param_groups[0]["lr"]
-        self.optimizer.step()
-        self.scheduler.step()
-        logs["loss"] = float(self._all_reduce(total) / count)
+        logs["loss"] = float(self.dist.sum(total) / count)
         logs["grad_norm"] = float(grad_norm)
         logs["targets"] = float(count)
+        if diverged({"loss": logs["loss"], "grad_norm": logs["grad_norm"]}) is None:
+            self.optimizer.step()
+            self.scheduler.step()
         return logs
 
     def _check_tbptt(self) -> None:
@@ -255,8 +202,8 @@ class Trainer:
             problems.append(f"the task's kind is {self.kind!r}; truncated BPTT needs a loss at every step (tokens)")
         if not hasattr(self.model, "forward_with_state"):
             problems.append(f"the model {self.config.model.name!r} has no forward_with_state (use a recurrent model)")
-        if self.train_cfg.grad_accum != 1 or self.world_size != 1:
-            problems.append("it runs in one process without gradient accumulation")
+        if self.dist.world_size != 1:
+            problems.append("it runs in one process")
         if problems:
             raise ConfigError("train.tbptt: " + "; ".join(problems) + ".")
 
@@ -305,22 +252,7 @@ class Trainer:
                 sums[key] = sums.get(key, 0.0) + value
         return finalize(sums)
 
-    def _improved(self, metrics: dict[str, float]) -> bool:
-        rule = self.train_cfg.early_stopping
-        metric, mode, delta = (rule.metric, rule.mode, rule.min_delta) if rule else ("loss", "min", 0.0)
-        if metric not in metrics:
-            raise ConfigError(
-                f"train.early_stopping.metric = {metric!r} is not measured on this task; "
-                f"choose one of {sorted(metrics)}."
-            )
-        value = metrics[metric]
-        better = self.best is None or (value < self.best - delta if mode == "min" else value > self.best + delta)
-        if better:
-            self.best = value
-            self.bad_evals = 0
-        else:
-            self.bad_evals += 1
-        return better
+    # --- checkpoints --------------------------------------------------------------------------------
 
     def _meta(self, step: int, metrics: dict[str, float] | None = None) -> dict[str, Any]:
         return {
@@ -329,6 +261,7 @@ class Trainer:
             "task_state": self.task.state_dict(),
             "metrics": metrics or {},
             "train_seconds": self.train_seconds,
+            "precision": self.precision,
         }
 
     def _training_state(self) -> dict[str, Any]:
@@ -336,8 +269,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(),
-            "best": self.best,
-            "bad_evals": self.bad_evals,
+            **self.tracker.state_dict(),
             "stopped_early": self.stopped_early,
             "stream_state": self.stream_state,
         }
@@ -351,71 +283,59 @@ class Trainer:
         ckpt.save_checkpoint(folder / f"step_{step:08d}", self.model, self._meta(step, metrics), self._training_state())
         ckpt.prune_checkpoints(self.out_dir, self.train_cfg.checkpoint.keep_last)
 
-    def _resume(self) -> int:
-        """Restore the latest checkpoint in out_dir; returns the step to continue from."""
+    def _resume(self, resume_from: str | None) -> int:
+        """Restore the latest checkpoint in out_dir (or the one `resume_from` names); returns its step."""
         assert self.out_dir is not None
-        latest = ckpt.latest_checkpoint(self.out_dir)
-        if latest is None:
-            return 0
-        meta = ckpt.read_meta(latest)
-        saved = meta["config"]
-        for section in ("task", "model"):
-            if saved[section] != getattr(self.config, section).model_dump(mode="json"):
-                raise ConfigError(
-                    f"cannot resume {self.out_dir}: its '{section}' section differs from this config "
-                    f"(saved {saved[section]}); use the original config or a new out_dir."
-                )
-        ckpt.load_weights(latest, self.model)
-        state = ckpt.load_training_state(latest)
+        path = ckpt.resume_point(self.out_dir, resume_from)
+        meta = ckpt.read_meta(path)
+        ckpt.check_same_run(path, meta["config"], self.config)
+        try:
+            ckpt.load_weights(path, self.model)
+        except ckpt.NonFiniteCheckpoint as err:
+            raise ckpt.NonFiniteCheckpoint(f"{err} {ckpt.earlier_checkpoints_hint(self.out_dir, path)}") from None
+        state = ckpt.load_training_state(path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
-        self.best, self.bad_evals = state["best"], state["bad_evals"]
+        self.tracker.load_state_dict(state)
         self.stopped_early = bool(state.get("stopped_early", False))
         self.stream_state = map_state(state.get("stream_state"), lambda tensor: tensor.to(self.device))
         self.train_seconds = float(meta.get("train_seconds", 0.0))
         return int(meta["step"])
 
-    def _prepare_out_dir(self, resume: bool) -> int:
-        assert self.out_dir is not None
+    def _prepare_out_dir(self, resume: bool, resume_from: str | None) -> int:
+        """Lock the run directory, tidy after a killed save, restore a resumed run, write config.yaml."""
+        assert self.run_dir is not None and self.out_dir is not None
+        if resume and not ckpt.list_checkpoints(self.out_dir):
+            if not (self.out_dir / "config.yaml").is_file():
+                where = "does not exist" if not self.out_dir.exists() else "holds no run (no config.yaml, no checkpoint)"
+                raise UserError(f"cannot resume: {self.out_dir} {where}. Check the path, or drop --resume to start "
+                                "a new run.")
+            warn(f"{self.out_dir} holds a run that stopped before its first checkpoint; starting it from step 0.")
+            resume = False
         if self.is_main:
+            self.run_dir.acquire()
             ckpt.recover_interrupted_saves(self.out_dir)
         if ckpt.list_checkpoints(self.out_dir) and not resume:
             raise ConfigError(
                 f"{self.out_dir} already holds checkpoints of a run: pass --resume to continue it, "
                 "or choose a new out_dir (--set out_dir=...)."
             )
-        start = self._resume() if resume else 0
+        start = self._resume(resume_from) if resume else 0
         if self.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
-            self._truncate_metrics(start)
+            note = f"precision used: {self.precision} (train.precision: {self.train_cfg.precision} on {self.device})"
+            self.run_dir.write_config(self.config.to_dict(), note)
+            self.run_dir.truncate_metrics(start)
             if self.train_cfg.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=start + 1)
         return start
 
-    def _truncate_metrics(self, start: int) -> None:
-        """Keep only the records written before the checkpoint we resume from (none on a fresh start)."""
-        metrics_file = self.out_dir / "metrics.jsonl" if self.out_dir is not None else None
-        if metrics_file is None or not metrics_file.exists():
-            return
-        kept = []
-        for line in metrics_file.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a kill
-                continue
-            if record["step"] < start or (record["step"] == start and not record.get("final")):
-                kept.append(line)
-        metrics_file.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-
     def _log(self, record: dict[str, Any]) -> None:
-        if self.out_dir is None or not self.is_main:
+        if self.run_dir is None or not self.is_main:
             return
-        with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        self.run_dir.append_metrics(record)
         if self._writer is not None:
             split = record["split"]
             for key, value in record.items():
@@ -425,19 +345,30 @@ class Trainer:
     def _over_budget(self) -> bool:
         """Whether train.time_budget_s is spent (every process agrees, so none waits for another)."""
         budget = self.train_cfg.time_budget_s
-        if budget is None:
-            return False
-        spent = torch.tensor(float(self.train_seconds >= budget), device=self.device)
-        return bool(self._all_reduce(spent) > 0)
+        return budget is not None and self.dist.any(self.train_seconds >= budget, self.device)
 
-    def fit(self, resume: bool = False) -> TrainResult:
-        """Train to `train.steps` (or early stop / time budget) and evaluate every split at the end."""
+    # --- the loop -----------------------------------------------------------------------------------
+
+    def fit(self, resume: bool = False, resume_from: str | None = None) -> TrainResult:
+        """Train to `train.steps` (or early stop / time budget / divergence) and evaluate every split at
+        the end; `resume` continues from the latest checkpoint, `resume_from` from a named one."""
+        resume = resume or resume_from is not None
+        try:
+            start = self._prepare_out_dir(resume, resume_from) if self.run_dir is not None else 0
+            return self._loop(start)
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+            if self.run_dir is not None:
+                self.run_dir.release()
+
+    def _loop(self, start: int) -> TrainResult:
         cfg = self.train_cfg
-        start = self._prepare_out_dir(resume) if self.out_dir is not None else 0
-        result = TrainResult(model=self.model, steps=start, parameters=count_parameters(self.model))
-        bar = tqdm(
-            total=cfg.steps, initial=start, disable=not (cfg.progress and self.is_main), unit="step", mininterval=0.5
-        )
+        saving = self.out_dir is not None and self.is_main
+        result = TrainResult(model=self.model, steps=start, parameters=count_parameters(self.model),
+                             precision=self.precision)
+        bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and self.is_main), unit="step",
+                   mininterval=0.5)
         step = start
         over_budget = self._over_budget()
         while step < cfg.steps and not self.stopped_early and not over_budget:
@@ -454,39 +385,62 @@ class Trainer:
                 self._log({"step": step, "split": "train", **logs})
             bar.update(1)
             bar.set_postfix(loss=f"{logs['loss']:.4f}", targets_per_s=f"{logs['targets_per_s']:.0f}", refresh=False)
-            if not math.isfinite(logs["loss"]):
-                bar.write(f"step {step}: loss is {logs['loss']}; stopping.")
+            problem = diverged({"loss": logs["loss"], "grad_norm": logs["grad_norm"]})
+            if problem is not None:
+                result.stop_reason, result.message = "diverged", f"step {step}: training {problem}"
                 break
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
                 metrics = self.evaluate("val")
                 result.evals.append({"step": step, **metrics})
                 self._log({"step": step, "split": "val", **metrics})
-                improved = self._improved(metrics)
-                if self.out_dir is not None and self.is_main and improved and cfg.checkpoint.keep_best:
+                problem = diverged(metrics)
+                if problem is not None:
+                    result.stop_reason, result.message = "diverged", f"step {step}: validation {problem}"
+                    break
+                if self.tracker.update(metrics) and saving and cfg.checkpoint.keep_best:
                     self.save(step, metrics, best=True)
-                self.stopped_early = cfg.early_stopping is not None and self.bad_evals >= cfg.early_stopping.patience
+                self.stopped_early = self.stopped_early or self.tracker.patience_spent
             over_budget = self._over_budget()
-            if self.out_dir is not None and self.is_main:
-                if (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or self.stopped_early or over_budget:
-                    self.save(step)
+            if saving and ((cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or self.stopped_early or over_budget):
+                self.save(step)
         bar.close()
-        result.stopped_early = self.stopped_early
-        result.steps = step
-        result.seconds = self.train_seconds
+        if result.stop_reason != "diverged":
+            result.stop_reason = ("early_stopping" if self.tracker.patience_spent else "callback") if self.stopped_early \
+                else ("time_budget" if over_budget else "steps")
+        result.stopped_early, result.steps, result.seconds = self.stopped_early, step, self.train_seconds
+        if result.stop_reason == "diverged":
+            return self._finish_diverged(result)
         for split in self.task.splits():
             result.final[split] = self.evaluate(split)
             self._log({"step": step, "split": split, "final": True, **result.final[split]})
-        if self.out_dir is not None and self.is_main:
-            if ckpt.latest_checkpoint(self.out_dir) is None or ckpt.latest_checkpoint(self.out_dir).name != f"step_{step:08d}":
+        if saving:
+            latest = ckpt.latest_checkpoint(self.out_dir)
+            if latest is None or latest.name != f"step_{step:08d}":
                 self.save(step, result.final.get("val"))
-            if cfg.checkpoint.keep_best and "val" in result.final and self._improved(result.final["val"]):
+            if cfg.checkpoint.keep_best and "val" in result.final and self.tracker.update(result.final["val"]):
                 self.save(step, result.final["val"], best=True)
-            (self.out_dir / "final_metrics.json").write_text(json.dumps({"step": step, **result.final}, indent=1))
-        if self._writer is not None:
-            self._writer.close()
+            self._write_final(result)
         return result
+
+    def _finish_diverged(self, result: TrainResult) -> TrainResult:
+        """Leave the run as it was at its last finite checkpoint and say so in final_metrics.json."""
+        if self.out_dir is not None and self.is_main:
+            latest = ckpt.latest_checkpoint(self.out_dir)
+            result.message += (f"; the newest usable checkpoint is {latest.name}" if latest is not None
+                               else "; no checkpoint was written before it")
+            self._write_final(result)
+        return result
+
+    def _write_final(self, result: TrainResult) -> None:
+        assert self.run_dir is not None
+        record: dict[str, Any] = {"step": result.steps, "stop_reason": result.stop_reason,
+                                  "precision": result.precision, **result.final}
+        if result.message:
+            record["message"] = result.message
+        self.run_dir.write_final(record)
 
 
 def train(config: RunConfig, out_dir: str | Path | None = None, resume: bool = False, **kwargs: Any) -> TrainResult:
     """Build the task and model a config names and train them (the library's one-call entry point)."""
-    return Trainer(config, out_dir=out_dir, **kwargs).fit(resume=resume)
+    resume_from = kwargs.pop("resume_from", None)
+    return Trainer(config, out_dir=out_dir, **kwargs).fit(resume=resume, resume_from=resume_from)

@@ -1,0 +1,138 @@
+"""seqlab's decoding against CTranslate2 on the same weights and the same 1,000 test sentences.
+
+Loads a Transformer checkpoint once, exports it (`seqlab.inference.export`, float32 and int8 weights), and
+translates Multi30k test_2016_flickr with every combination of
+
+- engine: seqlab (`Translator`; int8 = torch.ao dynamic quantisation of the nn.Linear layers) and CTranslate2
+  (`compute_type` float32 / int8, its own quantisation);
+- search: greedy and beam B (seqlab: Wu et al. length penalty α; CTranslate2: log P / |Y|^α');
+
+one thread each, batches of 64 sentences sorted by length, the same length limit (⌊1.5 · source⌋ + 5).
+Each pair (seqlab, CTranslate2) at one precision and search runs back to back, after a warm-up batch, so
+the ratios come from one run on one machine state. BLEU is sacreBLEU with the checkpoint's settings, as
+`seqlab eval` computes it. The goal (issue 14): seqlab's time within 1.5× of CTranslate2's at equal BLEU
+(±0.3).
+
+    python benchmarks/ctranslate2_decode.py /work/runs/t_ref --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from seqlab.data.parallel import read_parallel
+from seqlab.errors import report_user_errors
+from seqlab.evaluation.bleu import score_translations
+from seqlab.inference.export import (
+    CTranslate2Translator,
+    load_transformer,
+    save_ctranslate2,
+)
+from seqlab.inference.translate import Translator
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k" / "tok"
+
+
+@dataclass
+class Row:
+    engine: str
+    precision: str
+    beam: int
+    seconds: float
+    sentences: int
+    bleu: float
+
+    def line(self) -> str:
+        search = "greedy" if self.beam == 1 else f"beam {self.beam}"
+        return (f"| {self.engine:11s} | {self.precision:7s} | {search:6s} | {self.seconds:7.1f} s | "
+                f"{self.sentences / self.seconds:7.1f} | {self.bleu:5.2f} |")
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="a Transformer checkpoint directory, or a run directory")
+    parser.add_argument("--threads", type=int, default=1, help="threads for each engine (default 1)")
+    parser.add_argument("--beam", type=int, default=5, help="beam size compared with greedy (default 5)")
+    parser.add_argument("--length-penalty", type=float, default=0.6, help="seqlab's α (Wu et al. 2016; default 0.6)")
+    parser.add_argument("--ct2-length-penalty", type=float, default=0.4,
+                        help="CTranslate2's α' in log P / |Y|^α' (default 0.4: d log lp / d log |Y| of Wu et al.'s "
+                             "α = 0.6 at |Y| ≈ 12, Multi30k's typical length; CTranslate2's own default is 1.0)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "int8"], default=["fp32", "int8"])
+    parser.add_argument("--src", type=Path, default=DATA / "test_2016_flickr.lc.norm.tok.de")
+    parser.add_argument("--ref", type=Path, default=DATA / "test_2016_flickr.lc.norm.tok.en")
+    parser.add_argument("--limit", type=int, help="only the first N test sentences (a smoke run)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    pairs = read_parallel(args.src, args.ref)[: args.limit]
+    sources, references = [s for s, _ in pairs], [r for _, r in pairs]
+    model, spec, codecs = load_transformer(args.checkpoint)
+    seqlab = {"fp32": Translator(model, codecs), "int8": Translator(model, codecs, quantize="int8")}
+    rows: list[Row] = []
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="ct2_") as scratch:
+        ct2 = {
+            "fp32": CTranslate2Translator(save_ctranslate2(model, spec, codecs, Path(scratch) / "fp32"),
+                                          compute_type="float32", threads=args.threads),
+            "int8": CTranslate2Translator(save_ctranslate2(model, spec, codecs, Path(scratch) / "int8", "int8"),
+                                          compute_type="int8", threads=args.threads),
+        }
+        for precision in args.precisions:
+            for beam in (1, args.beam):
+                engines = {
+                    "seqlab": lambda lines, p=precision, b=beam: [t.text for t in seqlab[p].translate(
+                        lines, beam_size=b, length_penalty=args.length_penalty, batch_size=args.batch_size)],
+                    "CTranslate2": lambda lines, p=precision, b=beam: [t.text for t in ct2[p].translate(
+                        lines, beam_size=b, length_penalty=args.ct2_length_penalty, batch_size=args.batch_size)],
+                }
+                for engine, translate in engines.items():
+                    translate(sources[: args.batch_size])  # warm-up
+                    began = time.perf_counter()
+                    hypotheses = translate(sources)
+                    seconds = time.perf_counter() - began
+                    bleu = score_translations(hypotheses, references, tokenize=codecs.bleu_tokenize).bleu
+                    rows.append(Row(engine, precision, beam, seconds, len(sources), bleu))
+                    print(rows[-1].line(), flush=True)
+    load_after = os.getloadavg()
+
+    print(f"\ncheckpoint {args.checkpoint}; {sum(p.numel() for p in model.parameters()):,} parameters; "
+          f"{len(sources)} sentences; {args.threads} thread(s) per engine; torch {torch.__version__}")
+    print(f"CPU: {cpu_model()}; {os.cpu_count()} logical CPUs; load average (1 min) {load_before[0]:.2f} before, "
+          f"{load_after[0]:.2f} after")
+    print("\n| engine | precision | search | time | sentences/s | BLEU |\n| --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        print(row.line())
+    print("\n| precision | search | seqlab time / CTranslate2 time | BLEU seqlab − CTranslate2 | goal ≤ 1.5× at ±0.3 BLEU |")
+    print("| --- | --- | --- | --- | --- |")
+    for ours, theirs in zip(rows[::2], rows[1::2]):
+        ratio, gap = ours.seconds / theirs.seconds, ours.bleu - theirs.bleu
+        met = "met" if ratio <= 1.5 and abs(gap) <= 0.3 else "not met"
+        search = "greedy" if ours.beam == 1 else f"beam {ours.beam}"
+        print(f"| {ours.precision} | {search} | {ratio:.2f}× | {gap:+.2f} | {met} |")
+    print("reproduce: python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(report_user_errors("ctranslate2_decode", main))
