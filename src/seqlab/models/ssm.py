@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from seqlab.config import ConfigError, Spec
+from seqlab.registry import Spec
 from seqlab.data.base import Batch, TaskInfo
 from seqlab.models.base import LanguageModel, Memory
 from seqlab.nn.recurrent import valid_mask
@@ -152,7 +152,7 @@ class SSMLM(LanguageModel):
     def __init__(self, spec: SSMLMSpec, info: TaskInfo) -> None:
         super().__init__()
         if info.kind != "tokens" or info.vocab_size is None:
-            raise ConfigError(f"ssm_lm models token sequences (tokens tasks such as lm), not {info.kind!r}; "
+            raise ValueError(f"ssm_lm models token sequences (tokens tasks such as lm), not {info.kind!r}; "
                               "use the ssm model for classify / regress tasks.")
         self.embed = nn.Embedding(info.vocab_size, spec.d_model, padding_idx=info.pad_id)
         nn.init.normal_(self.embed.weight, std=spec.d_model**-0.5)  # tied: logits of unit scale at the start
@@ -197,7 +197,7 @@ class SSMEncoder(nn.Module):
     def __init__(self, spec: SSMSpec, info: TaskInfo) -> None:
         super().__init__()
         if info.kind not in ("classify", "regress", "tokens") or not info.sequence:
-            raise ConfigError(f"the ssm model needs a sequence task of kind classify, regress or tokens, not {info.kind!r}; "
+            raise ValueError(f"the ssm model needs a sequence task of kind classify, regress or tokens, not {info.kind!r}; "
                               "use ssm_lm for language modelling.")
         self.kind, self.pooling = info.kind, spec.pooling
         self.embed: nn.Module
@@ -206,7 +206,7 @@ class SSMEncoder(nn.Module):
         elif info.input_dim is not None:
             self.embed = nn.Linear(info.input_dim, spec.d_model)
         else:
-            raise ConfigError("the ssm model needs token inputs (vocab_size) or numeric inputs (input_dim).")
+            raise ValueError("the ssm model needs token inputs (vocab_size) or numeric inputs (input_dim).")
         self.stack = SSMStack(spec)
         self.head = nn.Linear(spec.d_model, info.output_dim)
 
