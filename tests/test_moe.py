@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from seqlab.nn.moe import MoEFeedForward
-from seqlab.training.objectives import auxiliary_loss
+from seqlab.training.objectives import auxiliary_loss, auxiliary_loss_modules
 
 
 def _layer(top_k: int, experts: int = 4, capacity: float | None = None, seed: int = 0) -> MoEFeedForward:
@@ -93,9 +93,9 @@ def test_capacity_drops_the_overflow_first_come_first_served() -> None:
 
 def test_auxiliary_loss_collects_every_module_aux_loss() -> None:
     model = torch.nn.Sequential(_layer(1), torch.nn.ReLU(), _layer(2, seed=1))
-    assert auxiliary_loss(torch.nn.Linear(2, 2)) is None
+    assert auxiliary_loss(auxiliary_loss_modules(torch.nn.Linear(2, 2))) is None
     model(torch.randn(4, 8, dtype=torch.double))
-    torch.testing.assert_close(auxiliary_loss(model), (model[0].aux_loss + model[2].aux_loss).float())
+    torch.testing.assert_close(auxiliary_loss(auxiliary_loss_modules(model)), (model[0].aux_loss + model[2].aux_loss).float())
 
 
 def _lm_config(balance_weight: float) -> dict:

@@ -3,32 +3,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
+from conftest import headless_chromium
 from seqlab.experiments import EXPERIMENTS
 from seqlab.tour import run_tour
 
 pytestmark = pytest.mark.browser
-
-
-def _driver():
-    selenium = pytest.importorskip("selenium", reason="selenium is not installed: pip install -e '.[test]'")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and chromedriver):
-        pytest.skip("chromium and chromedriver are not installed: run scripts/setup-test-browser.sh (Debian, root)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    assert selenium is not None
-    return webdriver.Chrome(service=Service(chromedriver), options=options)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +24,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser():
-    driver = _driver()
+    driver = headless_chromium()
     yield driver
     driver.quit()
 

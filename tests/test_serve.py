@@ -9,7 +9,6 @@ import io
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,7 +23,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import REPO, seqlab_command, subprocess_env
+from conftest import REPO, headless_chromium, seqlab_command, subprocess_env
 from seqlab.cli import main
 from seqlab.config import load_config
 from seqlab.data.translation_synthetic import sentence_pair
@@ -451,29 +450,12 @@ def test_streamed_tokens_arrive_as_they_are_produced(served: dict[str, Any], mon
 # --- the page in headless Chromium --------------------------------------------------------------------
 
 
-def _browser():
-    selenium = pytest.importorskip("selenium", reason="selenium is not installed: pip install -e '.[test]'")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and chromedriver):
-        pytest.skip("chromium and chromedriver are not installed: run scripts/setup-test-browser.sh (Debian, root)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    assert selenium is not None
-    return webdriver.Chrome(service=Service(chromedriver), options=options)
-
-
 @pytest.mark.browser
 def test_page_translates_draws_the_heatmap_and_streams(served: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
                                                        tmp_path: Path) -> None:
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    driver = _browser()
+    driver = headless_chromium()
     slow_steps(served["lm"].lm.model, monkeypatch, 0.05)
     try:
         with server_thread(create_app(served)) as url:

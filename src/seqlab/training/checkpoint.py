@@ -252,8 +252,8 @@ def resume_point(run_dir: Path, resume_from: str | None = None) -> Path:
     if resume_from is None:
         path = latest_checkpoint(run_dir, warn_skipped=True)
     else:
-        names = [resume_from, f"step_{int(resume_from):08d}" if resume_from.isdigit() else resume_from]
-        candidates = [Path(resume_from)] + [run_dir / "checkpoints" / name for name in names]
+        name = f"step_{int(resume_from):08d}" if resume_from.isdigit() else resume_from
+        candidates = [Path(resume_from), run_dir / "checkpoints" / name]
         path = next((c for c in candidates if c.is_dir() and c.name.startswith("step_") and _incomplete(c) is None), None)
         if path is None:
             known = ", ".join(p.name for p in list_checkpoints(run_dir)) or "none"

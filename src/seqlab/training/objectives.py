@@ -36,11 +36,15 @@ def loss_sum(kind: TaskKind, output: torch.Tensor, batch: Batch, label_smoothing
     )
 
 
-def auxiliary_loss(model: nn.Module) -> torch.Tensor | None:
-    """The sum of the `aux_loss` tensors that any module exposes after its forward pass (e.g. a mixture of
-    experts' load-balancing loss), which the trainer adds to the objective; None when no module has one."""
-    losses = [module.aux_loss for module in model.modules() if isinstance(getattr(module, "aux_loss", None), torch.Tensor)]
-    return torch.stack([loss.float() for loss in losses]).sum() if losses else None
+def auxiliary_loss_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules that hold an `aux_loss` tensor (set when built, renewed by each forward pass; e.g. a mixture
+    of experts' load-balancing loss): the trainer adds their sum to the objective."""
+    return [module for module in model.modules() if isinstance(getattr(module, "aux_loss", None), torch.Tensor)]
+
+
+def auxiliary_loss(modules: list[nn.Module]) -> torch.Tensor | None:
+    """The sum of the `aux_loss` of `modules` after a forward pass; None when there are none."""
+    return torch.stack([module.aux_loss.float() for module in modules]).sum() if modules else None
 
 
 def metric_sums(kind: TaskKind, output: torch.Tensor, batch: Batch) -> dict[str, float]:

@@ -32,9 +32,9 @@ from seqlab.models import build_model, count_parameters
 from seqlab.registry import TASKS
 from seqlab.training import checkpoint as ckpt
 from seqlab.training.distributed import Distributed, split_batch
-from seqlab.training.objectives import auxiliary_loss, finalize, loss_sum, metric_names, metric_sums, target_count
+from seqlab.training.objectives import auxiliary_loss, auxiliary_loss_modules, finalize, loss_sum, metric_names, metric_sums, target_count
 from seqlab.training.optim import build_optimizer, build_scheduler
-from seqlab.training.precision import resolve_precision
+from seqlab.training.precision import autocast_dtype, resolve_precision
 from seqlab.training.rng import rng_state, seed_everything, set_rng_state
 from seqlab.training.run_dir import RunDirectory
 from seqlab.training.stopping import BestTracker, StopReason, diverged
@@ -116,7 +116,7 @@ class Trainer:
         self.kind = self.task.info.kind
         self.device = self.dist.device(self.train_cfg.device)
         self.precision = resolve_precision(self.train_cfg.precision, self.device)
-        self.autocast_dtype = torch.bfloat16 if self.precision == "bf16" else None
+        self.autocast_dtype = autocast_dtype(self.precision, self.device)
         parts = self.dist.world_size * self.train_cfg.grad_accum
         if self.train_cfg.batch_tokens is None and self.train_cfg.batch_size < parts:
             raise ConfigError(
@@ -127,6 +127,7 @@ class Trainer:
         if self.train_cfg.init_from is not None:
             self.initialised_from = ckpt.init_from(self.train_cfg.init_from, self.model, config, self.task.state_dict())
         self.module = self.dist.wrap(self.model, self.device)
+        self.aux_modules = auxiliary_loss_modules(self.model)  # found once, not on every step
         self.optimizer = build_optimizer(self.model, self.train_cfg)
         self.scheduler = build_scheduler(self.optimizer, self.train_cfg)
         self.run_dir = RunDirectory(out_dir) if out_dir is not None else None
@@ -172,7 +173,7 @@ class Trainer:
                 with self.autocast():
                     output = self.module(micro)
                 summed = loss_sum(self.kind, output.float(), micro, self.train_cfg.label_smoothing)
-                aux = auxiliary_loss(self.model)  # any module's `aux_loss` (e.g. MoE load balance) joins the objective
+                aux = auxiliary_loss(self.aux_modules)  # e.g. MoE load balance joins the objective
                 (summed * self.dist.world_size / count + (0.0 if aux is None else aux / len(micro_batches))).backward()
             total += summed.detach()
         return self._apply_update(step, total, count)
@@ -405,8 +406,7 @@ class Trainer:
                 self.save(step)
         bar.close()
         if result.stop_reason != "diverged":
-            result.stop_reason = ("early_stopping" if self.tracker.patience_spent else "callback") if self.stopped_early \
-                else ("time_budget" if over_budget else "steps")
+            result.stop_reason = self._stop_reason(over_budget)
         result.stopped_early, result.steps, result.seconds = self.stopped_early, step, self.train_seconds
         if result.stop_reason == "diverged":
             return self._finish_diverged(result)
@@ -421,6 +421,12 @@ class Trainer:
                 self.save(step, result.final["val"], best=True)
             self._write_final(result)
         return result
+
+    def _stop_reason(self, over_budget: bool) -> StopReason:
+        """Why a run that did not diverge ended."""
+        if self.stopped_early:
+            return "early_stopping" if self.tracker.patience_spent else "callback"
+        return "time_budget" if over_budget else "steps"
 
     def _finish_diverged(self, result: TrainResult) -> TrainResult:
         """Leave the run as it was at its last finite checkpoint and say so in final_metrics.json."""
