@@ -105,6 +105,33 @@ def test_trainer_applies_the_schedule_each_step():
     assert [h["lr"] for h in result.history] == pytest.approx([0.2 * factor(s) for s in range(12)])
 
 
+def test_a_time_clocked_cosine_anneals_over_the_budget_not_the_steps():
+    config = TrainConfig(steps=10_000, schedule="cosine", warmup_steps=2, min_lr_ratio=0.0, schedule_clock="time",
+                         time_budget_s=100.0)
+    elapsed = [0.0]
+    factor = lr_multiplier(config, lambda: elapsed[0])
+    assert factor(0) == pytest.approx(0.5)  # warm-up still counts steps
+    assert factor(5) == pytest.approx(1.0)
+    elapsed[0] = 50.0
+    assert factor(5) == pytest.approx(0.5)  # half the budget spent: half-way down the cosine, whatever the step
+    elapsed[0] = 100.0
+    assert factor(6) == pytest.approx(0.0)
+
+
+def test_the_trainer_feeds_its_training_seconds_to_a_time_clocked_schedule():
+    _, result = fit(train={"steps": 1_000_000, "lr": 0.2, "schedule": "cosine", "schedule_clock": "time",
+                           "time_budget_s": 0.5})
+    lrs = [h["lr"] for h in result.history]
+    assert result.stop_reason == "time_budget" and len(lrs) > 10
+    assert lrs[0] == pytest.approx(0.2) and all(b <= a for a, b in zip(lrs, lrs[1:]))  # time passes: lr falls
+    assert lrs[-1] < 0.2 * 0.1  # the budget is nearly spent at the last step: the cosine is nearly at its floor
+
+
+def test_a_time_clock_without_a_budget_is_refused():
+    with pytest.raises(ValueError, match="schedule_clock: time anneals a cosine schedule over train.time_budget_s"):
+        TrainConfig(schedule="cosine", schedule_clock="time")
+
+
 # --- clipping and accumulation --------------------------------------------------------------------------
 
 

@@ -71,6 +71,9 @@ class TrainConfig(BaseModel):
     schedule: Literal["constant", "cosine", "inverse_sqrt"] = "constant"
     warmup_steps: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    schedule_clock: Literal["steps", "time"] = Field(
+        "steps", description="what the cosine schedule's progress counts: steps of train.steps, or training seconds "
+        "of train.time_budget_s (a budgeted run then anneals to its end on any CPU, fast or slow)")
     grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm to this")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     eval_every: int = Field(0, ge=0, description="steps between evaluations; 0 = only at the end")
@@ -91,6 +94,13 @@ class TrainConfig(BaseModel):
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: torch's choice")
     init_from: str | None = Field(None, description="start from another run's weights (pre-train, then fine-tune): "
                                   "a run or checkpoint directory; tensors matching by name and shape are copied")
+
+    @model_validator(mode="after")
+    def _time_clock_needs_a_budget(self) -> "TrainConfig":
+        if self.schedule_clock == "time" and (self.time_budget_s is None or self.schedule != "cosine"):
+            raise ValueError("train.schedule_clock: time anneals a cosine schedule over train.time_budget_s: set "
+                             "train.schedule to cosine and train.time_budget_s, or use schedule_clock: steps")
+        return self
 
     @model_validator(mode="after")
     def _tbptt_without_accumulation(self) -> "TrainConfig":

@@ -129,13 +129,13 @@ class Trainer:
         self.module = self.dist.wrap(self.model, self.device)
         self.aux_modules = auxiliary_loss_modules(self.model)  # found once, not on every step
         self.optimizer = build_optimizer(self.model, self.train_cfg)
-        self.scheduler = build_scheduler(self.optimizer, self.train_cfg)
+        self.train_seconds = 0.0  # training time so far (resumed runs continue the count); a time-clocked schedule reads it
+        self.scheduler = build_scheduler(self.optimizer, self.train_cfg, lambda: self.train_seconds)
         self.run_dir = RunDirectory(out_dir) if out_dir is not None else None
         self.out_dir = self.run_dir.path if self.run_dir is not None else None
         self.callbacks = callbacks
         self.tracker = BestTracker(self.train_cfg.early_stopping)
         self.stopped_early = False
-        self.train_seconds = 0.0
         self._writer: Any = None
         self.stream_state: Any = None  # truncated BPTT: the detached state where the next window starts
         if self.train_cfg.tbptt is not None:
