@@ -1,7 +1,9 @@
 """A labelled task over the lines of a text file, for pre-train-then-fine-tune (seed 002: "pre-trained models
 can be adapted to many downstream tasks").
 
-``real_or_shuffled``: is this line real (label 1) or the same tokens in a random order (label 0)? It reads the
+``real_or_shuffled``: is this line real (label 1) or the same tokens with the inner ones in a random order
+(label 0; the first and last stay in place, so a capital at the start or a full stop at the end cannot give a
+shuffled line away without knowing the language)? It reads the
 file, splits it and builds the vocabulary exactly as ``lm`` with ``format: lines`` does for the same fields, so
 a language model pre-trained on that file (`train.init_from`) speaks the same vocabulary. Telling a real line
 from a shuffled one needs what a language model learns (which token follows which); `train_size` keeps the
@@ -25,17 +27,19 @@ from seqlab.registry import TASKS
 class RealOrShuffledSpec(TextCorpusSpec):
     name: Literal["real_or_shuffled"] = "real_or_shuffled"
     train_size: int = Field(300, ge=2, description="labelled training examples (the first lines of the train split)")
-    min_tokens: int = Field(3, ge=2, description="shorter lines are left out (too few orders to tell apart)")
+    min_tokens: int = Field(4, ge=4, description="shorter lines are left out (too few orders to tell apart)")
 
 
 def shuffled(tokens: list[int], rng: torch.Generator) -> list[int] | None:
-    """`tokens` in a random order different from the original, or None when every order is the same."""
-    if len(set(tokens)) < 2:
+    """`tokens` with the inner ones (all but the first and last) in a random order different from the
+    original, or None when every such order is the same."""
+    first, inner, last = tokens[0], tokens[1:-1], tokens[-1]
+    if len(set(inner)) < 2:
         return None
     while True:
-        order = [tokens[i] for i in torch.randperm(len(tokens), generator=rng).tolist()]
-        if order != tokens:
-            return order
+        order = [inner[i] for i in torch.randperm(len(inner), generator=rng).tolist()]
+        if order != inner:
+            return [first, *order, last]
 
 
 @TASKS.register("real_or_shuffled", RealOrShuffledSpec)

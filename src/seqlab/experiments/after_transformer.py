@@ -1,9 +1,12 @@
 """After the Transformer (seed 002, "The Future of Sequence Modeling"; seed 003): state-space models for long
-sequences, the lesson that scale matters, delta-rule fast weights, Performer's random features and mixtures of experts. A plain list of `@experiment` functions; helpers sit beside the one that uses them."""
+sequences, the lesson that scale matters, delta-rule fast weights, Performer's random features, mixtures of experts
+and pre-training then fine-tuning. A plain list of `@experiment` functions; helpers sit beside the one that uses
+them."""
 
 from __future__ import annotations
 
 import math
+import shutil
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -544,3 +547,105 @@ def mixture_of_experts(ctx: Context) -> Outcome:
              "from torch.utils.flop_counter on a test batch of 256 names, expert rows and load from hooks on it")
     return conclude(ctx, checks, figures, setup, pictures={"experts": fig},
                     quick=f"{train['steps']} steps, the loss is reported but judged only in --full (3,000 steps)")
+
+
+# --- pretrain-transfer -----------------------------------------------------------------------------
+
+TRANSFER_MODEL: dict[str, Any] = {"name": "transformer_encoder", "d_model": 64, "num_heads": 4, "d_ff": 256,
+                                  "num_layers": 2, "causal": True, "dropout": 0.0}
+TRANSFER_LABELLED, TRANSFER_QUICK_GAP, TRANSFER_FULL_GAP = 200, 0.05, 0.08
+
+
+def transfer_corpus(ctx: Context) -> tuple[dict[str, Any], str]:
+    """Multi30k's 29,000 English training captions as lines of words; where they are absent, 20,000 sentences
+    of a fixed random word-bigram chain (written under the tour's output) stand in."""
+    fields = {"level": "word", "min_freq": 2, "max_vocab": 1000, "val_fraction": 0.03, "test_fraction": 0.03}
+    captions = DATA / "multi30k" / "tok" / "train.lc.norm.tok.en"
+    if captions.is_file():
+        return {"path": str(captions), **fields}, "Multi30k English captions"
+    g = torch.Generator().manual_seed(0)
+    chain = torch.softmax(4 * torch.randn(300, 300, generator=g), dim=-1)
+    sentences = []
+    for _ in range(20000):
+        words = [int(torch.randint(300, (1,), generator=g))]
+        for _ in range(int(torch.randint(6, 14, (1,), generator=g))):
+            words.append(int(torch.multinomial(chain[words[-1]], 1, generator=g)))
+        sentences.append(" ".join(f"w{w}" for w in words))
+    path = ctx.out_dir / "generated-sentences.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    return {"path": str(path), **fields}, "generated word-bigram sentences (no data found)"
+
+
+@experiment(
+    name="pretrain-transfer",
+    era="beyond",
+    claim="Transfer Learning: Pre-trained models can be adapted to many downstream tasks.",
+    source="seed 002, \"Lessons from History\" (BERT 2018, GPT-2 2019: pre-training + fine-tuning)",
+    threshold=f"a causal Transformer pre-trained as a language model on unlabelled lines, then fine-tuned on "
+    f"{TRANSFER_LABELLED} labelled lines (real, or the inner words shuffled), beats the same model trained from "
+    f"scratch on them in test accuracy, in every seed, by ≥ {TRANSFER_QUICK_GAP:.0%} on average "
+    f"(--full: ≥ {TRANSFER_FULL_GAP:.0%}, with a longer pre-training; it also reports 100 … 800 labelled lines)",
+)
+def pretrain_transfer(ctx: Context) -> Outcome:
+    corpus, corpus_name = transfer_corpus(ctx)
+    pre_steps = ctx.pick(250, 1500)
+    run = ctx.out_dir / "pretrain-transfer-lm"
+    shutil.rmtree(run, ignore_errors=True)
+    pre_train = {"steps": pre_steps, "batch_size": 64, "lr": 1e-2, "warmup_steps": 50, "schedule": "cosine",
+                 "grad_clip": 1.0, "eval_batches": 4, "checkpoint": {"every": 0}}
+    pretrained = fit(quiet_config({"name": "lm", "format": "lines", **corpus}, TRANSFER_MODEL, pre_train,
+                                  seed=ctx.seed), out_dir=run)
+    sizes, seeds = ctx.pick([TRANSFER_LABELLED], [100, 200, 400, 800]), ctx.pick(2, 4)
+    fine_tune = {"steps": ctx.pick(150, 300), "batch_size": 32, "lr": 1e-3, "warmup_steps": 20, "grad_clip": 1.0}
+    accuracy: dict[str, dict[int, list[float]]] = {"pre-trained": {}, "from scratch": {}}
+    curves: dict[str, list[float]] = {}
+    for size in sizes:
+        labelled = {"name": "real_or_shuffled", "train_size": size, "min_tokens": 6, **corpus}
+        task = TASKS.build(quiet_config(labelled, {**TRANSFER_MODEL, "pooling": "mean"}).task, ctx.seed)
+        for label, init in (("pre-trained", str(run)), ("from scratch", None)):
+            for seed in range(ctx.seed, ctx.seed + seeds):
+                config = quiet_config(labelled, {**TRANSFER_MODEL, "pooling": "mean"}, {**fine_tune, "init_from": init},
+                                      seed=seed)
+                result = fit(config, task=task)
+                accuracy[label].setdefault(size, []).append(result.final["test"]["accuracy"])
+                if size == TRANSFER_LABELLED and seed == ctx.seed:
+                    curves[label] = [record["loss"] for record in result.history]
+    gaps = {size: [p - s for p, s in zip(accuracy["pre-trained"][size], accuracy["from scratch"][size])]
+            for size in sizes}
+    mean_gap = float(np.mean(gaps[TRANSFER_LABELLED]))
+
+    fig, axes = new_figure(columns=2, size=(4.4, 3.4))
+    for offset, (label, by_size) in zip((-0.2, 0.2), accuracy.items()):
+        means = [float(np.mean(by_size[size])) for size in sizes]
+        axes[0].bar(np.arange(len(sizes)) + offset, means, 0.4, label=label)
+        for i, size in enumerate(sizes):
+            axes[0].plot([i + offset] * len(by_size[size]), by_size[size], "k.", markersize=4)
+    axes[0].axhline(0.5, color="grey", linestyle="--", label="chance")
+    axes[0].set(xticks=range(len(sizes)), xticklabels=[str(size) for size in sizes], ylim=(0.4, 1.0),
+                xlabel="labelled training lines", ylabel="test accuracy", title="Real or shuffled?")
+    axes[0].legend(fontsize=7)
+    for label, losses in curves.items():
+        axes[1].plot(range(1, len(losses) + 1), losses, label=label)
+    axes[1].set(xlabel="fine-tuning step", ylabel="training loss (nats)",
+                title=f"Fine-tuning on {TRANSFER_LABELLED} lines (seed {ctx.seed})")
+    axes[1].legend(fontsize=7)
+
+    bar = ctx.pick(TRANSFER_QUICK_GAP, TRANSFER_FULL_GAP)
+    checks = {"pre-trained beats scratch in every seed": min(gaps[TRANSFER_LABELLED]) > 0,
+              f"mean gap ≥ {bar:.0%}": mean_gap >= bar}
+    figures = {"corpus": corpus_name, "pretraining_steps": pre_steps,
+               "pretraining_test_loss": round(pretrained.final["test"]["loss"], 4),
+               "test_accuracy": {label: {size: [round(a, 4) for a in values] for size, values in by_size.items()}
+                                 for label, by_size in accuracy.items()},
+               "mean_gap": {size: round(float(np.mean(values)), 4) for size, values in gaps.items()},
+               "fine_tuning_steps": fine_tune["steps"], "seeds": seeds}
+    setup = (f"{corpus_name}, word level (the 1,000 most frequent words); transformer_encoder, causal, 2 layers, "
+             f"d_model 64, 4 heads, mean-pooled for classification. Pre-training: next-word prediction, {pre_steps} steps "
+             f"of 64 lines, AdamW 1e-2 with warm-up and cosine decay, on the corpus's training split. Fine-tuning "
+             f"(`train.init_from` the pre-trained run, a fresh 2-way head) and from scratch alike: {fine_tune['steps']} "
+             f"steps of 32 from the first N training lines, each kept or its inner words shuffled by a seeded coin, "
+             f"AdamW 1e-3; test accuracy on the held-out lines, {seeds} seeds")
+    return conclude(ctx, checks, figures, setup, {"transfer": fig},
+                    quick=f"{pre_steps} pre-training steps, {TRANSFER_LABELLED} labelled lines, {seeds} seeds "
+                    "(full: 1,500 steps, 100 … 800 lines, 4 seeds)")
