@@ -1,4 +1,5 @@
-"""The names ladder at a fixed step budget: each configs/lm/names_*.yaml trained for N steps, test loss per model.
+"""The language-model ladders at a fixed step budget: each configs/lm/names_*.yaml (or, with `--corpus
+shakespeare`, each shakespeare_*.yaml) trained for N steps, test loss per model.
 
 Every config is trained by the one `seqlab` trainer for exactly `--steps` updates (its time budget and periodic
 evaluation switched off, nothing else changed) and evaluated on a test split of `--test-names` names. The
@@ -6,12 +7,15 @@ validation split is cut to `--val-names` names so that the training split is abo
 all but its 1,000 test names). The table puts each model's test loss and parameter count next to makemore's
 figures measured on this machine (batch 32, 5,000 steps, AdamW 5e-4; issue 7). With `--long` the
 `names_*_long.yaml` configs run instead, each for its own number of steps, against issue 7's target for them.
+The tinyshakespeare ladder keeps each config's own validation and test split and has no makemore column.
 
     python benchmarks/lm_ladder.py --threads 1                      # every names_*.yaml, 5,000 steps
     python benchmarks/lm_ladder.py --long --threads 1               # names_transformer_long.yaml, 15,000 steps
     python benchmarks/lm_ladder.py --only names_gru names_transformer --steps 1000 --threads 1
     python benchmarks/lm_ladder.py --only names_delta names_performer names_moe --threads 1   # issue 12's rungs
     python benchmarks/lm_ladder.py --only names_ssm names_selective_ssm --threads 1          # S4D and Mamba rungs
+    python benchmarks/lm_ladder.py --corpus shakespeare --steps 1000 --threads 1 --only shakespeare_transformer \
+        shakespeare_ssm shakespeare_selective_ssm shakespeare_delta shakespeare_performer shakespeare_moe
 
 Rungs without a makemore counterpart (LSTM, WaveNet, linear Transformer, delta rule, Performer, mixture of
 experts, S4D and selective state-space models) print "—" in its column; `names_moe` matches names_transformer's FLOPs per token, not its parameters.
@@ -52,13 +56,14 @@ def split_fractions(config_path: Path, val_names: int, test_names: int) -> tuple
     return (val_names + 0.5) / lines, (test_names + 0.5) / lines
 
 
-def run_rung(path: Path, steps: int | None, val_names: int, test_names: int, threads: int | None) -> dict[str, float]:
-    """Trains one config (for `steps` updates, or its own number if None) and returns its test loss."""
-    val_fraction, test_fraction = split_fractions(path, val_names, test_names)
-    overrides = [
-        "train.time_budget_s=null", "train.eval_every=0", "train.early_stopping=null",
-        "train.progress=false", f"task.val_fraction={val_fraction}", f"task.test_fraction={test_fraction}",
-    ]
+def run_rung(path: Path, steps: int | None, val_names: int | None, test_names: int | None,
+             threads: int | None) -> dict[str, float]:
+    """Trains one config (for `steps` updates, or its own number if None) and returns its test loss; with
+    `val_names` and `test_names` its splits are cut to that many lines."""
+    overrides = ["train.time_budget_s=null", "train.eval_every=0", "train.early_stopping=null", "train.progress=false"]
+    if val_names is not None and test_names is not None:
+        val_fraction, test_fraction = split_fractions(path, val_names, test_names)
+        overrides += [f"task.val_fraction={val_fraction}", f"task.test_fraction={test_fraction}"]
     if steps is not None:
         overrides.append(f"train.steps={steps}")
     if threads:
@@ -71,6 +76,8 @@ def run_rung(path: Path, steps: int | None, val_names: int, test_names: int, thr
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", choices=["names", "shakespeare"], default="names",
+                        help="which ladder: configs/lm/names_*.yaml (default) or shakespeare_*.yaml")
     parser.add_argument("--steps", type=int, default=5000, help="updates per model (default 5000, makemore's)")
     parser.add_argument("--test-names", type=int, default=1000, help="names in the test split (default 1000)")
     parser.add_argument("--val-names", type=int, default=100, help="names in the validation split (default 100)")
@@ -82,7 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    paths = [p for p in sorted(CONFIGS.glob("names_*.yaml")) if p.stem.endswith("_long") == args.long]
+    paths = [p for p in sorted(CONFIGS.glob(f"{args.corpus}_*.yaml")) if p.stem.endswith("_long") == args.long]
+    names = args.corpus == "names"
     if args.only:
         unknown = set(args.only) - {p.stem for p in paths}
         if unknown:
@@ -91,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         paths = [p for p in paths if p.stem in args.only]
     print(f"{'config':<26} {'test loss':>9} {'params':>9} {'seconds':>8}   makemore (loss, params)", flush=True)
     for path in paths:
-        figures = run_rung(path, None if args.long else args.steps, args.val_names, args.test_names, args.threads)
+        figures = run_rung(path, None if args.long else args.steps, args.val_names if names else None,
+                           args.test_names if names else None, args.threads)
         reference = MAKEMORE.get(path.stem)
         versus = "—"
         if reference is not None:

@@ -1,0 +1,143 @@
+"""Where a training step's time goes: torch.profiler over a few steps of a config, grouped by kind of work.
+
+Builds the one `Trainer` for the config, warms up, then profiles N whole training steps (batch, forward,
+loss, backward, clipping, optimiser step) and prints each group's share of the wall time, from the
+self time of the ATen operators in it:
+
+- matrix multiplies (mm, addmm, bmm and oneDNN's matmul/linear kernels), and their FLOP/s;
+- the fused attention kernel (`scaled_dot_product_attention`, forward and backward);
+- softmax and cross-entropy (log-softmax, NLL), layer norm, dropout;
+- precision casts (autocast's copies of fp32 weights and activations to bf16 and back);
+- the optimiser step (everything under `Optimizer.step`, whichever operators it runs);
+- building the batch (the task's `train_batch`);
+- other operators (element-wise, reductions, indexing, embedding);
+- outside any operator: Python and framework overhead (the wall time no operator accounts for).
+
+It then compares the run's model FLOP/s (matrix multiplies only, as `multi30k_budget.py --flops` counts them)
+with a 1024 × 1024 GEMM in the same precision, measured in the same process.
+
+    python benchmarks/step_profile.py configs/multi30k/transformer_reference.yaml --threads 1
+    python benchmarks/step_profile.py configs/multi30k/transformer_reference.yaml --threads 1 --set train.precision=fp32
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile, record_function
+
+from seqlab.config import load_config
+from seqlab.errors import report_user_errors
+from seqlab.training.precision import cpu_summary
+from seqlab.training.trainer import Trainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from multi30k_budget import flops_per_target, gemm_peak
+
+BATCH_SCOPE, OPTIMIZER_SCOPE = "seqlab::train_batch", "Optimizer.step"
+GROUPS: dict[str, tuple[str, ...]] = {
+    "matrix multiplies": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation",
+                          "mkldnn", "onednn"),
+    "fused attention": ("scaled_dot_product", "_flash_attention"),
+    "softmax, cross-entropy": ("softmax", "nll_loss", "cross_entropy"),
+    "layer norm": ("layer_norm",),
+    "dropout": ("dropout", "bernoulli"),
+    "precision casts": ("aten::_to_copy", "aten::to", "aten::copy_"),
+}
+
+
+def group_of(name: str) -> str:
+    for group, patterns in GROUPS.items():
+        if any(pattern in name for pattern in patterns):
+            return group
+    return "other operators"
+
+
+def scope_self_time(events: list, scope: str) -> float:
+    """Self CPU time (µs) of every operator called, at any depth, inside the record_function `scope`."""
+    total = 0.0
+    for event in events:
+        if event.name.startswith(scope):
+            stack = list(event.cpu_children)
+            while stack:
+                child = stack.pop()
+                total += child.self_cpu_time_total
+                stack.extend(child.cpu_children)
+    return total
+
+
+def profile_steps(trainer: Trainer, first: int, steps: int) -> tuple[dict[str, float], float, float]:
+    """Seconds per group over `steps` training steps, their wall time, and the target tokens they trained on."""
+    make_batch = trainer.task.train_batch
+
+    def labelled_batch(step: int, batch_size: int):
+        with record_function(BATCH_SCOPE):
+            return make_batch(step, batch_size)
+
+    trainer.task.train_batch = labelled_batch
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        began = time.perf_counter()
+        targets = sum(trainer.train_step(step)["targets"] for step in range(first, first + steps))
+        wall = time.perf_counter() - began
+    trainer.task.train_batch = make_batch
+    events = prof.events()
+    optimizer = scope_self_time(events, OPTIMIZER_SCOPE)
+    batch = scope_self_time(events, BATCH_SCOPE)
+    seconds: dict[str, float] = defaultdict(float)
+    for average in prof.key_averages():
+        if average.key.startswith((OPTIMIZER_SCOPE, BATCH_SCOPE)) or average.key.startswith("ProfilerStep"):
+            continue
+        seconds[group_of(average.key)] += average.self_cpu_time_total / 1e6
+    seconds["other operators"] -= (optimizer + batch) / 1e6  # counted above by operator name; moved to their scopes
+    seconds["optimiser step"], seconds["building the batch"] = optimizer / 1e6, batch / 1e6
+    seconds["outside any operator (Python, framework)"] = wall - sum(seconds.values())
+    return dict(seconds), wall, targets
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="a run config, e.g. configs/multi30k/transformer_reference.yaml")
+    parser.add_argument("--steps", type=int, default=20, help="profiled training steps (default 20)")
+    parser.add_argument("--warmup", type=int, default=5, help="steps before profiling (default 5)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a config key")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = [*args.set, "train.progress=false", "train.tensorboard=false"]
+    if args.threads:
+        overrides.append(f"train.threads={args.threads}")
+    trainer = Trainer(load_config(args.config, overrides))
+    for step in range(args.warmup):
+        trainer.train_step(step)
+    seconds, wall, profiled_targets = profile_steps(trainer, args.warmup, args.steps)
+    print(f"config {args.config}; {torch.get_num_threads()} thread(s); precision {trainer.precision}; CPU: {cpu_summary()}")
+    print(f"{args.steps} profiled steps: {wall:.2f} s wall ({wall / args.steps * 1e3:.0f} ms per step)")
+    for group, value in sorted(seconds.items(), key=lambda item: -item[1]):
+        print(f"  {group:<42} {value:7.2f} s  {value / wall:6.1%}")
+    first = args.warmup + args.steps
+    began = time.perf_counter()
+    targets = sum(trainer.train_step(step)["targets"] for step in range(first, first + args.steps))
+    targets_per_s = targets / (time.perf_counter() - began)
+    per_target = flops_per_target(trainer, first + args.steps, args.steps)
+    model_flops = per_target * targets_per_s
+    gemm_flops = per_target * profiled_targets / max(seconds["matrix multiplies"], 1e-9)
+    dtype = trainer.autocast_dtype or torch.float32
+    peak = gemm_peak(dtype)
+    name = str(dtype).removeprefix("torch.")
+    print(f"training: {targets_per_s:,.0f} target tokens/s unprofiled; model FLOP/s {model_flops / 1e9:.1f} G = "
+          f"{model_flops / peak:.0%} of the {name} GEMM peak ({peak / 1e9:.1f} GFLOP/s, 1024x1024)")
+    print(f"inside the matrix multiplies alone: about {gemm_flops / 1e9:.1f} GFLOP/s = "
+          f"{gemm_flops / peak:.0%} of that peak (the profiled steps' FLOPs over their multiply time)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(report_user_errors("step_profile", main))
