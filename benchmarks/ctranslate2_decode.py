@@ -7,7 +7,8 @@ translates Multi30k test_2016_flickr with every combination of
   (`compute_type` float32 / int8, its own quantisation);
 - search: greedy and beam B (seqlab: Wu et al. length penalty α; CTranslate2: log P / |Y|^α');
 
-one thread each, batches of 64 sentences sorted by length, the same length limit (⌊1.5 · source⌋ + 5).
+one thread each, batches of 64 sentences sorted by length, the same length limit (⌊1.5 · source⌋ + 5),
+neither engine returning attention rows.
 Each pair (seqlab, CTranslate2) at one precision and search runs back to back, after a warm-up batch, so
 the ratios come from one run on one machine state. BLEU is sacreBLEU with the checkpoint's settings, as
 `seqlab eval` computes it. The goal (issue 14): seqlab's time within 1.5× of CTranslate2's at equal BLEU
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             for beam in (1, args.beam):
                 engines = {
                     "seqlab": lambda lines, p=precision, b=beam: [t.text for t in seqlab[p].translate(
-                        lines, beam_size=b, length_penalty=args.length_penalty, batch_size=args.batch_size)],
+                        lines, beam_size=b, length_penalty=args.length_penalty, batch_size=args.batch_size,
+                        attention=False)],
                     "CTranslate2": lambda lines, p=precision, b=beam: [t.text for t in ct2[p].translate(
                         lines, beam_size=b, length_penalty=args.ct2_length_penalty, batch_size=args.batch_size)],
                 }

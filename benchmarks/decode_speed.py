@@ -54,7 +54,8 @@ def decode_test_set(
     pairs = read_parallel(src, ref)
     sources, references = [s for s, _ in pairs], [r for _, r in pairs]
     began = time.perf_counter()
-    translations = translator.translate(sources, beam_size=beam, length_penalty=length_penalty, batch_size=batch_size)
+    translations = translator.translate(sources, beam_size=beam, length_penalty=length_penalty, batch_size=batch_size,
+                                        attention=False)
     seconds = time.perf_counter() - began
     scores = score_translations([t.text for t in translations], references, tokenize=translator.codecs.bleu_tokenize)
     return DecodeResult(beam, len(sources), seconds, scores.bleu)

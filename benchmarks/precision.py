@@ -7,6 +7,10 @@ global batches in both precisions.
 
     python benchmarks/precision.py --threads 1
     python benchmarks/precision.py configs/multi30k/transformer_reference.yaml --steps 40
+    python benchmarks/precision.py configs/multi30k/transformer_reference.yaml --variant model.attention_dropout=0.0
+
+`--variant KEY=VALUE` (repeatable) also times each config with those overrides, in both precisions, and prints
+its throughput as a ratio to the config as shipped, measured in the same run.
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ DEFAULT_CONFIGS = [
 ]
 
 
-def tokens_per_second(config_path: str, precision: str, steps: int, threads: int | None) -> float:
+def tokens_per_second(config_path: str, precision: str, steps: int, threads: int | None,
+                      variant: tuple[str, ...] = ()) -> float:
     """Non-padding target tokens per second of `steps` training steps after 3 warm-up steps."""
-    overrides = [f"train.precision={precision}", "train.progress=false", "train.tensorboard=false"]
+    overrides = [*variant, f"train.precision={precision}", "train.progress=false", "train.tensorboard=false"]
     if threads:
         overrides.append(f"train.threads={threads}")
     trainer = Trainer(load_config(config_path, overrides))
@@ -53,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("configs", nargs="*", default=DEFAULT_CONFIGS, help="run configs (default: the Multi30k ones)")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per precision (default 20)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--variant", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="also time each config with this override (repeatable: one variant of them all)")
     return parser.parse_args(argv)
 
 
@@ -66,13 +73,22 @@ def main(argv: list[str] | None = None) -> int:
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         flops = fp32 if dtype is torch.float32 else gemm_peak(dtype, size=512)
         print(f"matmul 512x512 {str(dtype).removeprefix('torch.'):<9} {flops / 1e9:8.1f} GFLOP/s  ({flops / fp32:.2f}x fp32)")
+    precisions = ["fp32", "bf16"] if cpu_bf16 else ["fp32"]
+    variants = [(), tuple(args.variant)] if args.variant else [()]
     for path in args.configs:
-        slow = tokens_per_second(path, "fp32", args.steps, args.threads)
-        if not cpu_bf16:
-            print(f"{path}: fp32 {slow:,.0f} target tokens/s (no bf16 hardware: auto trains in fp32)", flush=True)
-            continue
-        fast = tokens_per_second(path, "bf16", args.steps, args.threads)
-        print(f"{path}: fp32 {slow:,.0f} target tokens/s, bf16 {fast:,.0f} ({fast / slow:.2f}x)", flush=True)
+        speed = {(v, p): tokens_per_second(path, p, args.steps, args.threads, v) for v in variants for p in precisions}
+        for variant in variants:
+            label = f"{path} with {' '.join(variant)}" if variant else path
+            parts = [f"fp32 {speed[variant, 'fp32']:,.0f} target tokens/s"]
+            if cpu_bf16:
+                ratio = speed[variant, "bf16"] / speed[variant, "fp32"]
+                parts.append(f"bf16 {speed[variant, 'bf16']:,.0f} ({ratio:.2f}x)")
+            else:
+                parts.append("(no bf16 hardware: auto trains in fp32)")
+            if variant:
+                parts.append("against the config as shipped: " + ", ".join(
+                    f"{p} {speed[variant, p] / speed[(), p]:.2f}x" for p in precisions))
+            print(f"{label}: {', '.join(parts)}", flush=True)
     print("reproduce: python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]))
     return 0
 

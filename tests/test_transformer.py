@@ -256,3 +256,21 @@ def test_parameter_names_are_those_of_earlier_checkpoints() -> None:
     lm = TransformerLM(TransformerLMSpec(d_model=8, num_heads=2, d_ff=8, num_layers=1, attention="linear"),
                        TaskInfo(kind="tokens", output_dim=7, vocab_size=7))
     assert set(lm.state_dict()) == {"embed.table.weight", "out.weight"} | {f"layers.layers.0.{key}" for key in encoder_layer}
+
+
+@pytest.mark.parametrize("attention_dropout, weights, kernel", [
+    (None, 0.3, "_scaled_dot_product_attention_math"),  # default: the weights get model.dropout; no fused kernel
+    (0.0, 0.0, "_scaled_dot_product_flash_attention_for_cpu"),  # residual dropout only: the fused kernel trains
+])
+def test_attention_dropout_is_its_own_knob(attention_dropout: float | None, weights: float, kernel: str):
+    spec = TransformerSpec(d_model=D, num_heads=H, d_ff=32, num_encoder_layers=1, num_decoder_layers=1, dropout=0.3,
+                           attention_dropout=attention_dropout)
+    model = TransformerSeq2Seq(spec, TaskInfo(kind="seq2seq", output_dim=15, vocab_size=12)).train()
+    heads = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
+    assert len(heads) == 3 and all(m.dropout == weights for m in heads)
+    assert model.tgt_embed.dropout.p == 0.3  # embedding and residual dropout stay model.dropout
+    batch = {"src": torch.randint(3, 12, (2, 5)), "src_lengths": torch.tensor([5, 4]),
+             "tgt_in": torch.randint(3, 15, (2, 4))}
+    with torch.profiler.profile() as prof:
+        model(batch)
+    assert kernel in {event.key.removeprefix("aten::") for event in prof.key_averages()}

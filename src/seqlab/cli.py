@@ -144,7 +144,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
     if folder is not None and folder.exists() and not folder.is_dir():
         raise UserError(f"--attention-dir {folder} is a file; give a directory for the heatmaps.")
     translator = Translator.from_checkpoint(args.checkpoint, device=args.device, quantize=args.quantize)
-    options = dict(beam_size=args.beam, length_penalty=args.length_penalty, batch_size=args.batch_size, max_src_len=args.max_src_len)
+    options = dict(beam_size=args.beam, length_penalty=args.length_penalty, batch_size=args.batch_size, max_src_len=args.max_src_len,
+                   attention=folder is not None)  # attention rows only for heatmaps: decoding is faster without
     interactive = args.input is None and sys.stdin.isatty()
     chunks = ([line] for line in _stdin_lines()) if interactive else [_read_text_lines(args.input)]
     number, heatmaps = 1, 0
@@ -175,7 +176,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     sources, references = [s for s, _ in pairs], [r for _, r in pairs]
     began = time.perf_counter()
     translations = translator.translate(sources, beam_size=args.beam, length_penalty=args.length_penalty,
-                                        batch_size=args.batch_size, max_src_len=args.max_src_len)
+                                        batch_size=args.batch_size, max_src_len=args.max_src_len, attention=False)
     seconds = time.perf_counter() - began
     hypotheses = [t.text for t in translations]
     tokenize = args.tokenize or translator.codecs.bleu_tokenize

@@ -257,10 +257,12 @@ class DecoderLayer(nn.Module):
     def __init__(
         self, d_model: int, num_heads: int, d_ff: int, dropout: float = 0.1,
         norm_first: bool = False, activation: Activation = "relu", fast: bool = True,
+        attention_dropout: float | None = None,
     ) -> None:
         super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout, fast)
-        self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout, fast)
+        on_weights = dropout if attention_dropout is None else attention_dropout  # dropout on the attention weights
+        self.self_attn = MultiHeadAttention(d_model, num_heads, on_weights, fast)
+        self.cross_attn = MultiHeadAttention(d_model, num_heads, on_weights, fast)
         self.ffn = FeedForward(d_model, d_ff, dropout, activation)
         self.self_residual = Residual(d_model, dropout, norm_first)
         self.cross_residual = Residual(d_model, dropout, norm_first)
