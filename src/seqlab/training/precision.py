@@ -4,16 +4,27 @@
 ≥ 8; CPUs with AVX-512 BF16 or AMX, as oneDNN reports them) and plain fp32 elsewhere, so one config runs
 at its best on any machine. `bf16` insists on autocast and is refused where bf16 would be emulated (many
 times slower than fp32); `fp32` never autocasts. Losses are taken in fp32 and weights stay fp32 either way.
+
+On the CPU, bf16 matmuls and RNNs run as oneDNN primitives, built per input shape and kept in oneDNN's
+primitive cache (1,024 by default). Batches by token count give hundreds of distinct shapes, and the cached
+primitives alone grew the recurrent Multi30k rungs to 2.4–2.8 GiB; `ONEDNN_CACHE_CAPACITY` primitives keep
+them at the fp32 footprint at the same speed. oneDNN reads the capacity once, when it builds its first
+primitive, so it is set on import (before any training op); an ONEDNN_PRIMITIVE_CACHE_CAPACITY already in
+the environment wins.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
 import torch
 
 from seqlab.config import ConfigError
+
+ONEDNN_CACHE_CAPACITY = 8
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE_CAPACITY))
 
 
 def has_bf16(device: torch.device) -> bool:
