@@ -200,3 +200,28 @@ def test_the_ssm_encoder_pools_the_last_valid_position() -> None:
         full = model({"inputs": tokens})
         with_padding = model({"inputs": padded, "lengths": torch.tensor([6, 6])})
     torch.testing.assert_close(with_padding, full, rtol=1e-5, atol=1e-6)
+
+
+def test_adding_curriculum_continues_the_short_run_at_the_long_length(tmp_path: Path, monkeypatch) -> None:
+    """--full trains at T = ADDING_LONG from the weights saved at T = ADDING_SHORT; quick mode stops after the first."""
+    from seqlab.experiments import after_transformer as experiment
+    from seqlab.experiments.base import Context
+
+    monkeypatch.setattr(experiment, "ADDING_SHORT", 6)
+    monkeypatch.setattr(experiment, "ADDING_LONG", 12)
+    monkeypatch.setattr(experiment, "ADDING_MODEL", {**experiment.ADDING_MODEL, "d_model": 8, "d_ff": 8})
+    monkeypatch.setattr(experiment, "ADDING_TRAIN", {**experiment.ADDING_TRAIN, "steps": 3})
+    seen = []
+    real_fit = experiment.fit
+
+    def recording_fit(config, **kwargs):
+        seen.append((config.task.length, config.train.init_from, kwargs.get("out_dir")))
+        return real_fit(config, **kwargs)
+
+    monkeypatch.setattr(experiment, "fit", recording_fit)
+    stages = experiment.adding_curriculum(Context("full", tmp_path))
+    assert [length for length, _ in stages] == [6, 12]
+    [(_, none, saved_to), (_, continued_from, _)] = seen
+    assert none is None and continued_from == str(saved_to) and any(Path(saved_to).rglob("*.safetensors"))
+    seen.clear()
+    assert [length for length, _ in experiment.adding_curriculum(Context("quick", tmp_path))] == [6]
