@@ -3,10 +3,12 @@ independent quadratic computation; the module runs either form and keeps a const
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from seqlab.nn.linear_attention import (
-    LinearAttention, causal_linear_attention, elu_feature_map, fast_weight_step, recurrent_linear_attention,
+    LinearAttention, causal_linear_attention, chunked_linear_attention, elu_feature_map, fast_weight_step,
+    recurrent_linear_attention,
 )
 
 
@@ -30,6 +32,14 @@ def test_parallel_form_equals_masked_quadratic_attention() -> None:
     scores = (phi_q @ phi_k.transpose(-2, -1)).tril()
     expected = (scores @ v) / (scores.sum(-1, keepdim=True) + 1e-6)
     torch.testing.assert_close(causal_linear_attention(phi_q, phi_k, v), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("T, chunk", [(50, 16), (48, 16), (7, 64), (1, 4)])
+def test_chunked_form_equals_the_cumulative_sum_form(T: int, chunk: int) -> None:
+    """Chunks that divide T, that do not (padding), one chunk longer than T, one token."""
+    phi_q, phi_k, v = (x.double() for x in _inputs(3, T=T))
+    torch.testing.assert_close(chunked_linear_attention(phi_q, phi_k, v, chunk=chunk),
+                               causal_linear_attention(phi_q, phi_k, v), rtol=1e-10, atol=1e-10)
 
 
 def test_fast_weight_update_is_an_outer_product() -> None:

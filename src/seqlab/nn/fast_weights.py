@@ -19,7 +19,7 @@ attention is the same memory with v̄_t = 0 and β_t = 1: it can only add, never
 Performer / FAVOR+ (Choromanski et al. 2020, Lemma 1): exp(qᵀk) = E_ω[φ(q)ᵀφ(k)] with the positive
 random features φ(x) = exp(ωᵀx − ‖x‖²/2)/√m, ω ~ N(0, I_d), drawn in blocks of d exactly orthogonal rows
 (each rescaled to a χ_d length). Softmax attention softmax(QKᵀ/√d)V is then linear attention over
-φ(q/d^{1/4}), φ(k/d^{1/4}), non-causal or causal by prefix sums. Redraw policy: the features are drawn once
+φ(q/d^{1/4}), φ(k/d^{1/4}), non-causal or causal in chunks (prefix sums between them). Redraw policy: the features are drawn once
 when the module is built (from torch's RNG, so the run's seed fixes them) and kept as a buffer, so training,
 evaluation, checkpoints and token-by-token generation all use the same ω; `redraw()` draws new ones when a
 caller wants to (Choromanski et al. also redraw during training; a fixed draw keeps outputs reproducible).
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqlab.nn.linear_attention import FastWeights, causal_linear_attention, fast_weight_step
+from seqlab.nn.linear_attention import FastWeights, chunked_linear_attention, fast_weight_step
 from seqlab.nn.transformer import HeadProjections
 
 FeatureMap = Literal["dpfp", "elu"]
@@ -203,14 +203,14 @@ def favor_attention(
     q: Tensor, k: Tensor, v: Tensor, omega: Tensor, causal: bool = False, key_keep: Tensor | None = None
 ) -> Tensor:
     """FAVOR+ estimate of softmax(QKᵀ/√d)V on (..., T, d) tensors: D⁻¹ φ(Q)(φ(K)ᵀV), D = diag(φ(Q)φ(K)ᵀ1);
-    causal by prefix sums. `key_keep` (..., T, 1) zeroes the features of padded keys."""
+    causal in chunks (prefix sums between them). `key_keep` (..., T, 1) zeroes the features of padded keys."""
     scale = q.shape[-1] ** -0.25
     phi_q = positive_random_features(q * scale, omega, stabilise=True)
     phi_k = positive_random_features(k * scale, omega)
     if key_keep is not None:
         phi_k = phi_k * key_keep
     if causal:
-        return causal_linear_attention(phi_q, phi_k, v, EPS)
+        return chunked_linear_attention(phi_q, phi_k, v, EPS)
     numerator = phi_q @ (phi_k.transpose(-2, -1) @ v)
     return numerator / (phi_q @ phi_k.sum(-2).unsqueeze(-1) + EPS)
 

@@ -8,7 +8,9 @@ Replace softmax(q·k) by a kernel φ(q)·φ(k) with φ(x) = elu(x) + 1 > 0. Caus
 with the fast weights W_t = W_{t−1} + v_t φ(k_t)ᵀ (an outer product: key = FROM, value = TO) and the
 normaliser z_t = z_{t−1} + φ(k_t). Two ways to compute the same y:
 
-- parallel form (training): every W_t at once as a cumulative sum over time, O(T d²) work and memory;
+- parallel form: every W_t at once as a cumulative sum over time, O(T d²) work and memory (the readable one);
+- chunked form (training): within chunks of C tokens the masked C × C form, between chunks one W per chunk,
+  O(T C d + T d²/C) work and O(T C + T d²/C) memory, in matrix products;
 - recurrent form (generation): one fast-weight update per token, O(d²) memory whatever the length.
 """
 
@@ -40,6 +42,23 @@ def causal_linear_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, eps: float 
     numerator = (W @ phi_q.unsqueeze(-1)).squeeze(-1)
     denominator = (z * phi_q).sum(-1, keepdim=True)
     return numerator / (denominator + eps)
+
+
+def chunked_linear_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, eps: float = EPS, chunk: int = 64) -> Tensor:
+    """The same y in chunks of `chunk` tokens: y_t = (W_{c−1} φ(q_t) + Σ_{s in c, s≤t} (φ(q_t)·φ(k_s)) v_s) / (same
+    with z and 1), where W_{c−1}, z_{c−1} hold every position before chunk c. Arguments as `causal_linear_attention`."""
+    T = v.shape[-2]
+    pad = -T % chunk
+    if pad:  # zero keys and values after the end write nothing
+        phi_q, phi_k, v = (F.pad(x, (0, 0, 0, pad)) for x in (phi_q, phi_k, v))
+    q, k, values = (x.unflatten(-2, (-1, chunk)) for x in (phi_q, phi_k, v))  # (..., chunks, C, d)
+    scores = (q @ k.transpose(-2, -1)).tril()  # (..., chunks, C, C): φ(q_t)·φ(k_s), s ≤ t within the chunk
+    W = k.transpose(-2, -1) @ values  # (..., chunks, d_k, d_v): what each chunk writes
+    W_before = torch.cumsum(W, dim=-3) - W
+    z_before = torch.cumsum(k.sum(-2), dim=-2) - k.sum(-2)  # (..., chunks, d_k)
+    numerator = scores @ values + q @ W_before
+    denominator = scores.sum(-1, keepdim=True) + q @ z_before.unsqueeze(-1)
+    return (numerator / (denominator + eps)).flatten(-3, -2)[..., :T, :]
 
 
 def fast_weight_step(
@@ -88,7 +107,7 @@ class LinearAttention(HeadProjections):
         need_weights: bool = False,
         recurrent: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
-        """Parallel form by default; `recurrent=True` runs the fast-weight recurrence (same result)."""
+        """Chunked form by default; `recurrent=True` runs the fast-weight recurrence (same result)."""
         phi_q = elu_feature_map(self.split_heads(self.W_q(query)))
         phi_k = elu_feature_map(self.split_heads(self.W_k(key)))
         v = self.split_heads(self.W_v(value))
@@ -96,7 +115,7 @@ class LinearAttention(HeadProjections):
             keep = (~key_padding_mask)[:, None, :, None].to(v.dtype)
             phi_k, v = phi_k * keep, v * keep
         if causal:
-            heads = (recurrent_linear_attention if recurrent else causal_linear_attention)(phi_q, phi_k, v)
+            heads = (recurrent_linear_attention if recurrent else chunked_linear_attention)(phi_q, phi_k, v)
         else:
             W = v.transpose(-2, -1) @ phi_k  # (batch, heads, d_v, d_k): every key written once
             heads = (phi_q @ W.transpose(-2, -1)) / ((phi_q * phi_k.sum(-2, keepdim=True)).sum(-1, keepdim=True) + EPS)
