@@ -190,7 +190,8 @@ def ssm_long_sequences(ctx: Context) -> Outcome:
              f"(d = {SSM_WIDTH}, causal) that materialises the n×n weights; peak memory counts tensor bytes per ATen "
              f"operation (seqlab.diagnostics.profile). Generation: {generated} greedy tokens through `step` of untrained "
              f"2-layer LMs 32 wide. Adding problem: `ssm` model (2 S4D blocks, 64 channels, 16 modes, Δ in [1e-3, 1e-1], "
-             f"gated MLP, read at the last position), {ADDING_TRAIN['steps']} steps of AdamW 1e-2, batch 32, at "
+             f"gated MLP, read at the last position), {ADDING_TRAIN['steps']} steps of AdamW {ADDING_TRAIN['lr']:g}, "
+             f"batch {ADDING_TRAIN['batch_size']}, at "
              f"T = {ADDING_SHORT}; --full continues the same weights for {ADDING_TRAIN['steps']} steps at T = {ADDING_LONG} "
              f"(train.init_from, cosine decay), since from scratch at T = {ADDING_LONG} S4D stays at the constant predictor")
     return conclude(ctx, checks, figures, setup, {"time-memory-state": fig},
@@ -254,12 +255,13 @@ def scale_matters(ctx: Context) -> Outcome:
     widths = ctx.pick([8, 12, 16, 24, 32, 48], [16, 32, 48, 64, 96, 128])
     layers = ctx.pick(1, 2)
     steps, batch = ctx.pick(130, 1500), 32
+    lrs = [width_scaled_lr(d) for d in widths]
     runs = []
-    for d in widths:
+    for d, lr in zip(widths, lrs):
         model = {"name": "transformer_lm", "d_model": d, "num_heads": 4 if d % 4 == 0 else 2, "num_layers": layers,
                  "d_ff": 4 * d, "dropout": 0.0, "positional": "learned", "norm_first": True,
                  "max_len": ctx.pick(32, 64)}
-        train = {"steps": steps, "batch_size": batch, "lr": width_scaled_lr(d), "warmup_steps": 20, "schedule": "cosine",
+        train = {"steps": steps, "batch_size": batch, "lr": lr, "warmup_steps": 20, "schedule": "cosine",
                  "min_lr_ratio": 0.1, "grad_clip": 1.0, "eval_batches": ctx.pick(5, 20)}
         runs.append(fit(quiet_config(task, model, train, seed=ctx.seed)))
     N = np.array([run.parameters for run in runs], dtype=float)
@@ -280,11 +282,12 @@ def scale_matters(ctx: Context) -> Outcome:
     ax.legend(fontsize=8)
     figures = {"corpus": corpus, "d_model": widths, "layers": layers, "parameters": [int(n) for n in N],
                "test_loss": [round(float(v), 4) for v in loss], "alpha": round(alpha, 4), "a": round(a, 4),
-               "c": round(c, 4), "lr": [width_scaled_lr(d) for d in widths], "steps": steps, "batch_size": batch, "training_tokens_per_model": tokens}
+               "c": round(c, 4), "lr": lrs, "steps": steps, "batch_size": batch,
+               "training_tokens_per_model": tokens}
     setup = (f"transformer_lm (pre-norm, learned positions, d_ff = 4·d_model, {layers} layer(s)) at d_model "
              f"{', '.join(map(str, widths))}; every model {steps} steps of {batch} sequences (the same tokens), AdamW at "
-             f"{SCALE_LR:g}·min(1, {SCALE_LR_WIDTH}/d_model) with warm-up and cosine decay; test loss on the corpus's held-out split; power law fitted by least squares "
-             f"with c on a grid")
+             f"{SCALE_LR:g}·min(1, {SCALE_LR_WIDTH}/d_model) with warm-up and cosine decay; test loss on the corpus's "
+             f"held-out split; power law fitted by least squares with c on a grid")
     return conclude(ctx, checks, figures, setup, {"loss-vs-parameters": fig},
                     quick="names.txt, 1 layer, 130 steps (full: tinyshakespeare, 2 layers, 1500 steps)")
 

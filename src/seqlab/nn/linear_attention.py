@@ -6,7 +6,7 @@ Replace softmax(q·k) by a kernel φ(q)·φ(k) with φ(x) = elu(x) + 1 > 0. Caus
     y_t = Σ_{s≤t} v_s φ(k_s)ᵀ φ(q_t) / Σ_{s≤t} φ(k_s)ᵀ φ(q_t) = W_t φ(q_t) / (z_tᵀ φ(q_t)),
 
 with the fast weights W_t = W_{t−1} + v_t φ(k_t)ᵀ (an outer product: key = FROM, value = TO) and the
-normaliser z_t = z_{t−1} + φ(k_t). Two ways to compute the same y:
+normaliser z_t = z_{t−1} + φ(k_t). Three ways to compute the same y:
 
 - parallel form: every W_t at once as a cumulative sum over time, O(T d²) work and memory (the readable one);
 - chunked form (training): within chunks of C tokens the masked C × C form, between chunks one W per chunk,
@@ -54,8 +54,8 @@ def chunked_linear_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, eps: float
     q, k, values = (x.unflatten(-2, (-1, chunk)) for x in (phi_q, phi_k, v))  # (..., chunks, C, d)
     scores = (q @ k.transpose(-2, -1)).tril()  # (..., chunks, C, C): φ(q_t)·φ(k_s), s ≤ t within the chunk
     W = k.transpose(-2, -1) @ values  # (..., chunks, d_k, d_v): what each chunk writes
-    W_before = torch.cumsum(W, dim=-3) - W
-    z_before = torch.cumsum(k.sum(-2), dim=-2) - k.sum(-2)  # (..., chunks, d_k)
+    z = k.sum(-2)  # (..., chunks, d_k): what each chunk adds to the normaliser
+    W_before, z_before = torch.cumsum(W, dim=-3) - W, torch.cumsum(z, dim=-2) - z
     numerator = scores @ values + q @ W_before
     denominator = scores.sum(-1, keepdim=True) + q @ z_before.unsqueeze(-1)
     return (numerator / (denominator + eps)).flatten(-3, -2)[..., :T, :]
