@@ -8,6 +8,9 @@ counted), then translates test_2016_flickr greedy and with beam 5 (`benchmarks/d
 - epochs done (target tokens trained on / target tokens in the training split);
 - peak resident memory of the process (getrusage maxrss) and the parameter count;
 - BLEU greedy and beam 5 with their decoding times;
+- with --average N: the same for the element-wise mean of the run's last N checkpoints (`seqlab average`;
+  set train.checkpoint.every so that N are kept, e.g. --set train.checkpoint.every=250 --set
+  train.checkpoint.keep_last=5);
 - with --flops: model FLOP/s (matrix-multiply FLOPs of forward + backward, counted by torch's FlopCounterMode
   over a few extra training steps, times the measured throughput) as a fraction of the GEMM peak measured in
   the precision the run trains in (fp32, or bf16 where `train.precision: auto` finds bf16 hardware).
@@ -33,6 +36,7 @@ from seqlab.config import load_config
 from seqlab.data.parallel import TranslationCodecs
 from seqlab.errors import report_user_errors
 from seqlab.inference.translate import Translator
+from seqlab.training.checkpoint import average_checkpoints, last_checkpoints, load_weights
 from seqlab.training.precision import cpu_summary
 from seqlab.training.trainer import Callback, Trainer
 
@@ -74,6 +78,13 @@ def gemm_peak(dtype: torch.dtype = torch.float32, size: int = 1024, repeats: int
     return 2 * size**3 * repeats / (time.perf_counter() - began)
 
 
+def report_bleu(trainer: Trainer, beam: int) -> None:
+    """Translate test_2016_flickr with the trainer's model, greedy and with `beam`, and print BLEU and times."""
+    translator = Translator(trainer.model, TranslationCodecs.from_task_state(trainer.task.state_dict()))
+    for size in (1, beam):
+        print(decode_test_set(translator, size).line(), flush=True)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="a translation run config, e.g. configs/multi30k/transformer_reference.yaml")
@@ -83,6 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", help="run directory (default: a temporary one, deleted at the end)")
     parser.add_argument("--beam", type=int, default=5, help="beam size compared with greedy (default 5)")
     parser.add_argument("--no-bleu", action="store_true", help="only train (throughput, epochs, memory)")
+    parser.add_argument("--average", type=int, metavar="N", help="also score the mean of the last N checkpoints")
     parser.add_argument("--flops", action="store_true", help="also model FLOP/s vs the GEMM peak (after BLEU)")
     return parser.parse_args(argv)
 
@@ -106,10 +118,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{counter.targets / result.seconds:,.0f} target tokens/s, {counter.targets / epoch_targets:.2f} epochs")
         print(f"final validation loss {result.final['val']['loss']:.3f}, test loss {result.final['test']['loss']:.3f}")
         if not args.no_bleu:
-            codecs = TranslationCodecs.from_task_state(trainer.task.state_dict())
-            translator = Translator(result.model, codecs)
-            for beam in (1, args.beam):
-                print(decode_test_set(translator, beam).line(), flush=True)
+            report_bleu(trainer, args.beam)
+        if args.average:
+            run_dir = Path(args.out or scratch)
+            paths = last_checkpoints(run_dir, args.average)
+            load_weights(average_checkpoints(paths, run_dir / "checkpoints" / f"average_last_{args.average}"), trainer.model)
+            print(f"average of {', '.join(p.name for p in paths)}: validation loss {trainer.evaluate('val')['loss']:.3f}, "
+                  f"test loss {trainer.evaluate('test')['loss']:.3f}")
+            if not args.no_bleu:
+                report_bleu(trainer, args.beam)
         if args.flops:
             model_flops = flops_per_target(trainer, result.steps, 20) * counter.targets / result.seconds
             dtype = trainer.autocast_dtype or torch.float32

@@ -275,3 +275,52 @@ def test_resume_refuses_a_different_model(tmp_path: Path):
     other = Trainer(config_from_dict(tiny_config(model={"hidden_sizes": [6]}, **SECTIONS)), out_dir=run)
     with pytest.raises(ConfigError, match="its 'model' section differs"):
         other.fit(resume=True)
+
+
+def test_average_writes_the_mean_of_a_runs_last_checkpoints(tmp_path: Path, capsys):
+    """A tied-embedding Transformer: the averaged checkpoint loads through the usual path, and each of its
+    tensors is the mean of the same tensor in the three newest step checkpoints."""
+    from seqlab.inference.translate import Translator
+
+    run = tmp_path / "run"
+    Trainer(config_from_dict({
+        "seed": 0,
+        "task": {"name": "synthetic_translation", "max_len": 6, "eval_size": 16},
+        "model": {"name": "transformer", "d_model": 16, "num_heads": 2, "num_encoder_layers": 1,
+                  "num_decoder_layers": 1, "d_ff": 32, "dropout": 0.0, "tie_embeddings": True},
+        "train": {"steps": 30, "lr": 0.01, "batch_size": 16, "eval_every": 1000, "progress": False, "tensorboard": False,
+                  "checkpoint": {"every": 10, "keep_last": 4}},
+    }), out_dir=run).fit()
+    assert cli.main(["average", str(run), "--last", "3"]) == 0
+    out = run / "checkpoints" / "average_last_3"
+    assert str(out) in capsys.readouterr().out
+    assert ckpt.read_meta(out)["averaged_steps"] == [10, 20, 30]
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "model.safetensors"]
+
+    models = [Translator.from_checkpoint(run / "checkpoints" / f"step_{step:08d}").model for step in (10, 20, 30)]
+    averaged = Translator.from_checkpoint(out)
+    for name, tensor in averaged.model.state_dict().items():
+        expected = torch.stack([m.state_dict()[name].double() for m in models]).mean(0).float()
+        assert torch.equal(tensor, expected), name
+    assert not torch.equal(averaged.model.state_dict()["out.weight"], models[-1].state_dict()["out.weight"])
+    assert averaged.model.out.weight is averaged.model.tgt_embed.table.weight  # still tied after loading
+    assert len(averaged.translate(["a b c"])) == 1
+    with pytest.raises(ckpt.CheckpointError, match="weights only"):
+        ckpt.load_training_state(out)
+
+
+def test_average_refuses_too_few_checkpoints_other_runs_and_a_foreign_out(tmp_path: Path, capsys):
+    run, other = tmp_path / "run", tmp_path / "other"
+    trained_run(run)  # keeps step 15 and step 20
+    assert cli.main(["average", str(run), "--last", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "holds 2 (step_00000015, step_00000020)" in err and "keep_last" in err
+    trained_run(other, model={"hidden_sizes": [6]}, **SECTIONS)
+    mixed = [ckpt.latest_checkpoint(run), ckpt.latest_checkpoint(other)]
+    with pytest.raises(ckpt.CheckpointError, match="'model' configs differ"):
+        ckpt.average_checkpoints(mixed, tmp_path / "mean")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(ckpt.CheckpointError, match="is not a checkpoint"):
+        ckpt.average_checkpoints(ckpt.list_checkpoints(run), tmp_path / "notes")
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"

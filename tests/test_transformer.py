@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from seqlab.config import ConfigError, RunConfig, Spec, TrainConfig, config_from_dict
@@ -77,6 +78,35 @@ def test_reference_and_fast_paths_agree_in_float32() -> None:
     x = torch.randn(4, 9, D)
     padding = torch.arange(9)[None, :] >= torch.tensor([9, 3, 6, 1])[:, None]
     torch.testing.assert_close(slow(x, x, x, padding, causal=True)[0], fast(x, x, x, padding, causal=True)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_auto_attention_takes_the_readable_path_only_on_the_cpu_under_bf16_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(3)
+    auto, slow = MultiHeadAttention(D, H, fast="auto").eval(), MultiHeadAttention(D, H, fast=False).eval()
+    slow.load_state_dict(auto.state_dict())
+    x = torch.randn(2, 7, D)
+    fused_calls: list[torch.dtype] = []
+    fused = F.scaled_dot_product_attention
+
+    def counting(q: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        fused_calls.append(q.dtype)
+        return fused(q, *args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
+    torch.testing.assert_close(auto(x, x, x, causal=True)[0], slow(x, x, x, causal=True)[0], rtol=1e-5, atol=1e-6)
+    assert fused_calls == [torch.float32]  # fp32: the fused kernel
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        in_bf16, reference = auto(x, x, x, causal=True)[0], slow(x, x, x, causal=True)[0]
+    assert fused_calls == [torch.float32]  # bf16 on the CPU: the readable path, the same numbers
+    assert in_bf16.dtype == torch.bfloat16
+    torch.testing.assert_close(in_bf16, reference, rtol=0, atol=0)
+
+
+def test_the_transformer_config_defaults_to_auto_attention() -> None:
+    model = TransformerSeq2Seq(TransformerSpec(d_model=16, num_heads=2, d_ff=32, num_encoder_layers=1, num_decoder_layers=1),
+                               TaskInfo(kind="seq2seq", output_dim=5, vocab_size=5))
+    kinds = {module.fast for module in model.modules() if isinstance(module, MultiHeadAttention)}
+    assert kinds == {"auto"}
 
 
 def test_scaled_dot_product_attention_is_the_formula() -> None:

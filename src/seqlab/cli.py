@@ -1,4 +1,4 @@
-"""The `seqlab` command: train | tour (and, per era, eval | translate | sample | export | serve)."""
+"""The `seqlab` command: train | tour (and, per era, eval | translate | sample | average | export | serve)."""
 
 from __future__ import annotations
 
@@ -201,6 +201,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_average(args: argparse.Namespace) -> int:
+    from seqlab.training.checkpoint import average_checkpoints, last_checkpoints
+
+    paths = last_checkpoints(Path(args.run), args.last)
+    out = average_checkpoints(paths, Path(args.out) if args.out else Path(args.run) / "checkpoints" / f"average_last_{args.last}")
+    print(f"averaged {', '.join(p.name for p in paths)} into {out}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import signal
 
@@ -329,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="weights stored as float32 (default) or int8")
     export.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     export.set_defaults(func=cmd_export)
+
+    average = commands.add_parser("average", help="average a run's last checkpoints into one weights-only checkpoint")
+    average.add_argument("run", help="a run directory")
+    average.add_argument("--last", type=int, default=5, help="how many of its newest step checkpoints (default 5)")
+    average.add_argument("--out", help="checkpoint directory to write (default: RUN/checkpoints/average_last_N)")
+    average.set_defaults(func=cmd_average)
 
     serve = commands.add_parser("serve", help="serve checkpoints over HTTP: translate, generate, a web page")
     serve.add_argument("runs", nargs="+", metavar="RUN", help="run or checkpoint directories; NAME=PATH names one")

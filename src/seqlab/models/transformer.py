@@ -30,8 +30,8 @@ from seqlab.nn.fast_weights import DeltaRuleAttention, PerformerAttention
 from seqlab.nn.linear_attention import LinearAttention
 from seqlab.nn.moe import MoEFeedForward
 from seqlab.nn.transformer import (
-    Activation, DecoderLayer, DecoderStack, EncoderLayer, EncoderStack, MultiHeadAttention, PositionalEncoding,
-    PositionalKind, StackCache,
+    Activation, DecoderLayer, DecoderStack, EncoderLayer, EncoderStack, FastAttention, MultiHeadAttention,
+    PositionalEncoding, PositionalKind, StackCache,
 )
 from seqlab.registry import MODELS, Spec
 
@@ -47,7 +47,10 @@ class _TransformerSizes(Spec):
     max_len: int = Field(1024, ge=1, description="learned positional encodings: positions in the table")
     norm_first: bool = Field(False, description="pre-norm (LayerNorm inside the residual) instead of the paper's post-norm")
     activation: Activation = "relu"
-    fast_attention: bool = Field(True, description="softmax attention through torch's fused scaled_dot_product_attention")
+    fast_attention: FastAttention = Field(
+        "auto", description="softmax attention through torch's fused scaled_dot_product_attention (true), seqlab's "
+        "readable softmax(QKᵀ/√d_k)V (false), or whichever is faster where it runs (auto: the readable path on the "
+        "CPU under bf16 autocast, the fused kernel elsewhere)")
     attention_dropout: float | None = Field(
         None, ge=0.0, lt=1.0, description="dropout on the attention weights (default: model.dropout); 0 keeps only the "
         "paper's residual and embedding dropout (§5.4), and lets torch's fused CPU attention kernel, which has no "

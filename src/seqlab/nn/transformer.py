@@ -4,7 +4,8 @@
   allowed (query, key) pairs built by `attention_mask` from key padding and causality;
 - `MultiHeadAttention`: MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O with
   head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V); `fast=True` computes the same thing through
-  `torch.nn.functional.scaled_dot_product_attention`;
+  `torch.nn.functional.scaled_dot_product_attention`, and `fast="auto"` takes whichever of the two paths
+  is faster where it runs (`fused_attention_pays`);
 - positional encodings: sinusoidal PE(pos, 2i) = sin(pos / 10000^{2i/d}), PE(pos, 2i+1) = cos(...),
   learned, or none;
 - `EncoderLayer` and `DecoderLayer`: sublayers wrapped as LayerNorm(x + Dropout(Sublayer(x)))
@@ -29,6 +30,15 @@ from torch import Tensor, nn
 T = TypeVar("T")
 PositionalKind = Literal["sinusoidal", "learned", "none"]
 Activation = Literal["relu", "gelu"]
+FastAttention = bool | Literal["auto"]
+
+
+def fused_attention_pays(device: torch.device) -> bool:
+    """Whether torch's fused attention kernel is the faster path on `device` as autocast stands: everywhere but
+    the CPU under bf16 autocast, where seqlab's QKᵀ and αV run as oneDNN bf16 GEMMs and the fused kernel is
+    slower (issue 14, BENCHMARKS.md: 2,362 against 1,769 target tokens/s, 53 % against 41 % of the bf16 peak)."""
+    cpu_bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    return not (device.type == "cpu" and cpu_bf16)
 
 
 def attention_mask(key_padding_mask: Tensor | None, causal: bool, q_len: int, k_len: int) -> Tensor | None:
@@ -103,7 +113,9 @@ class HeadProjections(nn.Module):
 class MultiHeadAttention(HeadProjections):
     """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = Attention(QW_i^Q, KW_i^K, VW_i^V) (§3.2.2)."""
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, fast: bool = True, bias: bool = True) -> None:
+    def __init__(
+        self, d_model: int, num_heads: int, dropout: float = 0.0, fast: FastAttention = True, bias: bool = True
+    ) -> None:
         super().__init__(d_model, num_heads, bias)
         self.dropout, self.fast = dropout, fast
 
@@ -117,7 +129,8 @@ class MultiHeadAttention(HeadProjections):
         """Attend from `query` (batch, q_len, d_model) to projected keys/values; weights (batch, heads, q_len, k_len)."""
         Q = self.split_heads(self.W_q(query))
         dropout = self.dropout if self.training else 0.0
-        if self.fast and not need_weights:
+        fused = self.fast is True or (self.fast == "auto" and fused_attention_pays(Q.device))
+        if fused and not need_weights:
             heads = F.scaled_dot_product_attention(Q, K, V, attn_mask=allowed, dropout_p=dropout)
             alpha = None
         else:
@@ -256,7 +269,7 @@ class DecoderLayer(nn.Module):
 
     def __init__(
         self, d_model: int, num_heads: int, d_ff: int, dropout: float = 0.1,
-        norm_first: bool = False, activation: Activation = "relu", fast: bool = True,
+        norm_first: bool = False, activation: Activation = "relu", fast: FastAttention = True,
         attention_dropout: float | None = None,
     ) -> None:
         super().__init__()

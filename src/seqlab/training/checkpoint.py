@@ -8,7 +8,9 @@ Layout of one checkpoint directory::
         training.pt         optimiser, scheduler, RNG and early-stopping state (loaded with weights_only=True)
 
 A checkpoint is written into a temporary directory and renamed into place, so a kill during a save
-leaves the previous checkpoints untouched and loadable.
+leaves the previous checkpoints untouched and loadable. `average_checkpoints` writes one more kind, weights
+only: the element-wise mean of several checkpoints of one run (Vaswani et al. 2017, §6.1: the base model
+averages its last 5 checkpoints).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file, save_model
 from torch import nn
 
 from seqlab.config import ConfigError, upgrade_config
@@ -68,16 +70,21 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    directory: Path, model: nn.Module, meta: dict[str, Any], training_state: dict[str, Any] | None
+    directory: Path, weights: nn.Module | dict[str, torch.Tensor], meta: dict[str, Any],
+    training_state: dict[str, Any] | None,
 ) -> Path:
-    """Write a complete checkpoint to `directory` atomically (temporary directory, fsync, rename)."""
+    """Write a complete checkpoint to `directory` atomically (temporary directory, fsync, rename); `weights`
+    is a model, or the tensors of a weights file as `read_weights` gives them."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.parent / f".tmp-{directory.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_model(model, str(tmp / WEIGHTS))
+    if isinstance(weights, nn.Module):
+        save_model(weights, str(tmp / WEIGHTS))
+    else:
+        save_file(weights, str(tmp / WEIGHTS))
     _write_json(tmp / META, {"format": FORMAT, **meta})
     if training_state is not None:
         with open(tmp / TRAINING, "wb") as handle:
@@ -147,6 +154,66 @@ def load_weights(path: Path, model: nn.Module) -> None:
             f"{path} holds non-finite weights (NaN or inf in {', '.join(bad[:3])}): the run had diverged when "
             "it was saved. Use an earlier checkpoint of the run, or retrain with a lower train.lr or train.grad_clip."
         )
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint's weights file, by their names in the file."""
+    file = Path(path) / WEIGHTS
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise CheckpointError(f"{file} cannot be read as weights: {err}") from None
+
+
+def average_checkpoints(paths: list[Path], out: Path) -> Path:
+    """Write to `out` a weights-only checkpoint holding the element-wise mean of the checkpoints at `paths`
+    (floating-point tensors averaged in float64; any other tensor must be equal in all of them). They must
+    come from one run: the same task and model config, so the same vocabulary and the same tensors."""
+    if len(paths) < 2:
+        raise CheckpointError(f"averaging needs at least two checkpoints; got {len(paths)}.")
+    metas = [read_meta(path) for path in paths]
+    first = metas[0]
+    for path, meta in zip(paths[1:], metas[1:]):
+        for section in ("task", "model"):
+            if meta["config"].get(section) != first["config"].get(section):
+                raise CheckpointError(f"cannot average {paths[0]} with {path}: their '{section}' configs differ; "
+                                      "average checkpoints of one run only.")
+        if meta.get("task_state") != first.get("task_state"):
+            raise CheckpointError(f"cannot average {paths[0]} with {path}: their vocabularies differ; "
+                                  "average checkpoints of one run only.")
+    tensors = [read_weights(path) for path in paths]
+    total = {key: value.double() if value.is_floating_point() else value for key, value in tensors[0].items()}
+    for path, weights in zip(paths[1:], tensors[1:]):
+        if weights.keys() != total.keys() or any(weights[k].shape != total[k].shape for k in total):
+            raise CheckpointError(f"cannot average {paths[0]} with {path}: they hold different tensors.")
+        for key, value in weights.items():
+            if value.is_floating_point():
+                total[key] += value.double()
+            elif not torch.equal(value, total[key]):
+                raise CheckpointError(f"cannot average {paths[0]} with {path}: their {key} differ and cannot be averaged.")
+    mean = {key: (value / len(paths)).to(tensors[0][key].dtype) if value.is_floating_point() else value
+            for key, value in total.items()}
+    out = Path(out)
+    if out.exists() and not (out / META).is_file():
+        raise CheckpointError(f"{out} exists and is not a checkpoint; choose a new directory for the average.")
+    newest = max(metas, key=lambda meta: int(meta["step"]))
+    meta = {**{key: value for key, value in newest.items() if key != "format"}, "metrics": {}}
+    meta["averaged_steps"] = sorted(int(m["step"]) for m in metas)
+    return save_checkpoint(out, mean, meta, None)
+
+
+def last_checkpoints(run_dir: Path, count: int) -> list[Path]:
+    """A run's newest `count` complete step checkpoints, oldest first; a clear error if it holds fewer."""
+    if count < 2:
+        raise CheckpointError(f"an average needs at least two checkpoints; got a count of {count}.")
+    found = list_checkpoints(run_dir)
+    if len(found) < count:
+        raise CheckpointError(
+            f"averaging the last {count} checkpoints of {run_dir} needs {count} step checkpoints, and it holds "
+            f"{len(found)} ({', '.join(p.name for p in found) or 'none'}); train with train.checkpoint.every set "
+            f"and train.checkpoint.keep_last ≥ {count}.")
+    return found[-count:]
 
 
 def non_finite_tensors(model: nn.Module) -> list[str]:
