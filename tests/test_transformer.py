@@ -80,7 +80,7 @@ def test_reference_and_fast_paths_agree_in_float32() -> None:
     torch.testing.assert_close(slow(x, x, x, padding, causal=True)[0], fast(x, x, x, padding, causal=True)[0], rtol=1e-5, atol=1e-6)
 
 
-def test_auto_attention_takes_the_readable_path_only_on_the_cpu_under_bf16_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_attention_takes_the_readable_path_on_the_cpu_under_bf16_and_for_one_query(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(3)
     auto, slow = MultiHeadAttention(D, H, fast="auto").eval(), MultiHeadAttention(D, H, fast=False).eval()
     slow.load_state_dict(auto.state_dict())
@@ -100,6 +100,12 @@ def test_auto_attention_takes_the_readable_path_only_on_the_cpu_under_bf16_autoc
     assert fused_calls == [torch.float32]  # bf16 on the CPU: the readable path, the same numbers
     assert in_bf16.dtype == torch.bfloat16
     torch.testing.assert_close(in_bf16, reference, rtol=0, atol=0)
+    cache = auto.empty_cache(2, x)
+    for t in range(3):  # decoding steps, one query per row: the readable path, the same numbers as the fused one
+        step, cache = auto.step(x[:, t:t + 1], cache)
+        torch.testing.assert_close(step, slow(x[:, : t + 1], x[:, : t + 1], x[:, : t + 1], causal=True)[0][:, -1:],
+                                   rtol=1e-5, atol=1e-6)
+    assert fused_calls == [torch.float32]
 
 
 def test_the_transformer_config_defaults_to_auto_attention() -> None:

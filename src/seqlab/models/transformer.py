@@ -50,7 +50,7 @@ class _TransformerSizes(Spec):
     fast_attention: FastAttention = Field(
         "auto", description="softmax attention through torch's fused scaled_dot_product_attention (true), seqlab's "
         "readable softmax(QKᵀ/√d_k)V (false), or whichever is faster where it runs (auto: the readable path on the "
-        "CPU under bf16 autocast, the fused kernel elsewhere)")
+        "CPU under bf16 autocast and for one query per row, as in a decoding step; the fused kernel elsewhere)")
     attention_dropout: float | None = Field(
         None, ge=0.0, lt=1.0, description="dropout on the attention weights (default: model.dropout); 0 keeps only the "
         "paper's residual and embedding dropout (§5.4), and lets torch's fused CPU attention kernel, which has no "

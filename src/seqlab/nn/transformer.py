@@ -33,12 +33,15 @@ Activation = Literal["relu", "gelu"]
 FastAttention = bool | Literal["auto"]
 
 
-def fused_attention_pays(device: torch.device) -> bool:
-    """Whether torch's fused attention kernel is the faster path on `device` as autocast stands: everywhere but
-    the CPU under bf16 autocast, where seqlab's QKᵀ and αV run as oneDNN bf16 GEMMs and the fused kernel is
-    slower (issue 14, BENCHMARKS.md: 2,362 against 1,769 target tokens/s, 53 % against 41 % of the bf16 peak)."""
+def fused_attention_pays(device: torch.device, q_len: int) -> bool:
+    """Whether torch's fused attention kernel is the faster path for `q_len` queries on `device` as autocast
+    stands. Everywhere but two places on the CPU (BENCHMARKS.md, issue 14): under bf16 autocast, where seqlab's
+    QKᵀ and αV run as oneDNN bf16 GEMMs (training 1.34× faster, 53 % against 41 % of the bf16 peak), and for
+    one query per row, a decoding step, where two small matmuls beat the flash kernel (1.1–2.5×)."""
+    if device.type != "cpu":
+        return True
     cpu_bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-    return not (device.type == "cpu" and cpu_bf16)
+    return not cpu_bf16 and q_len > 1
 
 
 def attention_mask(key_padding_mask: Tensor | None, causal: bool, q_len: int, k_len: int) -> Tensor | None:
@@ -129,7 +132,7 @@ class MultiHeadAttention(HeadProjections):
         """Attend from `query` (batch, q_len, d_model) to projected keys/values; weights (batch, heads, q_len, k_len)."""
         Q = self.split_heads(self.W_q(query))
         dropout = self.dropout if self.training else 0.0
-        fused = self.fast is True or (self.fast == "auto" and fused_attention_pays(Q.device))
+        fused = self.fast is True or (self.fast == "auto" and fused_attention_pays(Q.device, Q.shape[2]))
         if fused and not need_weights:
             heads = F.scaled_dot_product_attention(Q, K, V, attn_mask=allowed, dropout_p=dropout)
             alpha = None
