@@ -324,3 +324,6 @@ def test_average_refuses_too_few_checkpoints_other_runs_and_a_foreign_out(tmp_pa
     with pytest.raises(ckpt.CheckpointError, match="is not a checkpoint"):
         ckpt.average_checkpoints(ckpt.list_checkpoints(run), tmp_path / "notes")
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+    with pytest.raises(ckpt.CheckpointError, match="can resume training"):
+        ckpt.average_checkpoints(ckpt.list_checkpoints(run), ckpt.latest_checkpoint(run))
+    assert (ckpt.latest_checkpoint(run) / ckpt.TRAINING).is_file()

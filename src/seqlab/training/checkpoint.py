@@ -172,6 +172,10 @@ def average_checkpoints(paths: list[Path], out: Path) -> Path:
     come from one run: the same task and model config, so the same vocabulary and the same tensors."""
     if len(paths) < 2:
         raise CheckpointError(f"averaging needs at least two checkpoints; got {len(paths)}.")
+    out = Path(out)
+    if out.exists() and (not (out / META).is_file() or (out / TRAINING).is_file()):
+        what = "a checkpoint that can resume training" if (out / TRAINING).is_file() else "not a checkpoint"
+        raise CheckpointError(f"{out} exists and is {what}; choose a new directory for the average.")
     metas = [read_meta(path) for path in paths]
     first = metas[0]
     for path, meta in zip(paths[1:], metas[1:]):
@@ -194,9 +198,6 @@ def average_checkpoints(paths: list[Path], out: Path) -> Path:
                 raise CheckpointError(f"cannot average {paths[0]} with {path}: their {key} differ and cannot be averaged.")
     mean = {key: (value / len(paths)).to(tensors[0][key].dtype) if value.is_floating_point() else value
             for key, value in total.items()}
-    out = Path(out)
-    if out.exists() and not (out / META).is_file():
-        raise CheckpointError(f"{out} exists and is not a checkpoint; choose a new directory for the average.")
     newest = max(metas, key=lambda meta: int(meta["step"]))
     meta = {**{key: value for key, value in newest.items() if key != "format"}, "metrics": {}}
     meta["averaged_steps"] = sorted(int(m["step"]) for m in metas)
