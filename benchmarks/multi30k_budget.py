@@ -36,7 +36,7 @@ from seqlab.config import load_config
 from seqlab.data.parallel import TranslationCodecs
 from seqlab.errors import report_user_errors
 from seqlab.inference.translate import Translator
-from seqlab.training.checkpoint import average_checkpoints, last_checkpoints, load_weights
+from seqlab.training.checkpoint import average_last, load_weights
 from seqlab.training.precision import cpu_summary
 from seqlab.training.trainer import Callback, Trainer
 
@@ -120,9 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_bleu:
             report_bleu(trainer, args.beam)
         if args.average:
-            run_dir = Path(args.out or scratch)
-            paths = last_checkpoints(run_dir, args.average)
-            load_weights(average_checkpoints(paths, run_dir / "checkpoints" / f"average_last_{args.average}"), trainer.model)
+            paths, averaged = average_last(Path(args.out or scratch), args.average)
+            load_weights(averaged, trainer.model)
             print(f"average of {', '.join(p.name for p in paths)}: validation loss {trainer.evaluate('val')['loss']:.3f}, "
                   f"test loss {trainer.evaluate('test')['loss']:.3f}")
             if not args.no_bleu:

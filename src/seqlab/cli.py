@@ -202,10 +202,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_average(args: argparse.Namespace) -> int:
-    from seqlab.training.checkpoint import average_checkpoints, last_checkpoints
+    from seqlab.training.checkpoint import average_last
 
-    paths = last_checkpoints(Path(args.run), args.last)
-    out = average_checkpoints(paths, Path(args.out) if args.out else Path(args.run) / "checkpoints" / f"average_last_{args.last}")
+    paths, out = average_last(Path(args.run), args.last, Path(args.out) if args.out else None)
     print(f"averaged {', '.join(p.name for p in paths)} into {out}")
     return 0
 

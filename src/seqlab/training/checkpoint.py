@@ -186,9 +186,10 @@ def average_checkpoints(paths: list[Path], out: Path) -> Path:
         if meta.get("task_state") != first.get("task_state"):
             raise CheckpointError(f"cannot average {paths[0]} with {path}: their vocabularies differ; "
                                   "average checkpoints of one run only.")
-    tensors = [read_weights(path) for path in paths]
-    total = {key: value.double() if value.is_floating_point() else value for key, value in tensors[0].items()}
-    for path, weights in zip(paths[1:], tensors[1:]):
+    first_weights = read_weights(paths[0])
+    total = {key: value.double() if value.is_floating_point() else value for key, value in first_weights.items()}
+    for path in paths[1:]:  # one checkpoint's weights in memory at a time
+        weights = read_weights(path)
         if weights.keys() != total.keys() or any(weights[k].shape != total[k].shape for k in total):
             raise CheckpointError(f"cannot average {paths[0]} with {path}: they hold different tensors.")
         for key, value in weights.items():
@@ -196,7 +197,7 @@ def average_checkpoints(paths: list[Path], out: Path) -> Path:
                 total[key] += value.double()
             elif not torch.equal(value, total[key]):
                 raise CheckpointError(f"cannot average {paths[0]} with {path}: their {key} differ and cannot be averaged.")
-    mean = {key: (value / len(paths)).to(tensors[0][key].dtype) if value.is_floating_point() else value
+    mean = {key: (value / len(paths)).to(first_weights[key].dtype) if value.is_floating_point() else value
             for key, value in total.items()}
     newest = max(metas, key=lambda meta: int(meta["step"]))
     meta = {**{key: value for key, value in newest.items() if key != "format"}, "metrics": {}}
@@ -204,8 +205,10 @@ def average_checkpoints(paths: list[Path], out: Path) -> Path:
     return save_checkpoint(out, mean, meta, None)
 
 
-def last_checkpoints(run_dir: Path, count: int) -> list[Path]:
-    """A run's newest `count` complete step checkpoints, oldest first; a clear error if it holds fewer."""
+def average_last(run_dir: Path, count: int, out: Path | None = None) -> tuple[list[Path], Path]:
+    """Average a run's newest `count` complete step checkpoints into `out` (default:
+    RUN/checkpoints/average_last_N); returns the checkpoints averaged, oldest first, and the average's path.
+    A clear error if the run holds fewer than `count`."""
     if count < 2:
         raise CheckpointError(f"an average needs at least two checkpoints; got a count of {count}.")
     found = list_checkpoints(run_dir)
@@ -214,7 +217,8 @@ def last_checkpoints(run_dir: Path, count: int) -> list[Path]:
             f"averaging the last {count} checkpoints of {run_dir} needs {count} step checkpoints, and it holds "
             f"{len(found)} ({', '.join(p.name for p in found) or 'none'}); train with train.checkpoint.every set "
             f"and train.checkpoint.keep_last ≥ {count}.")
-    return found[-count:]
+    paths = found[-count:]
+    return paths, average_checkpoints(paths, out or Path(run_dir) / "checkpoints" / f"average_last_{count}")
 
 
 def non_finite_tensors(model: nn.Module) -> list[str]:
@@ -369,9 +373,8 @@ def init_from(source: str | Path, model: nn.Module, config: Any, task_state: dic
             f"{config.task.name!r}); pre-train and fine-tune on data that builds the same vocabulary."
         )
     wanted = model.state_dict()
-    with safe_open(str(found.path / WEIGHTS), framework="pt") as handle:
-        matching = {key: handle.get_tensor(key) for key in handle.keys()
-                    if key in wanted and tuple(handle.get_slice(key).get_shape()) == tuple(wanted[key].shape)}
+    matching = {key: value for key, value in read_weights(found.path).items()
+                if key in wanted and value.shape == wanted[key].shape}
     if not matching:
         raise CheckpointError(
             f"train.init_from = {source}: none of its weights (model {saved_model!r}) matches this model "
