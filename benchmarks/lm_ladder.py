@@ -10,7 +10,7 @@ figures measured on this machine (batch 32, 5,000 steps, AdamW 5e-4; issue 7). W
 The tinyshakespeare ladder keeps each config's own validation and test split and has no makemore column.
 
     python benchmarks/lm_ladder.py --threads 1                      # every names_*.yaml, 5,000 steps
-    python benchmarks/lm_ladder.py --long --threads 1               # names_transformer_long.yaml, 15,000 steps
+    python benchmarks/lm_ladder.py --long --threads 1               # names_transformer_long.yaml, 12,000 steps
     python benchmarks/lm_ladder.py --only names_gru names_transformer --steps 1000 --threads 1
     python benchmarks/lm_ladder.py --only names_delta names_performer names_moe --threads 1   # issue 12's rungs
     python benchmarks/lm_ladder.py --only names_ssm names_selective_ssm --threads 1          # S4D and Mamba rungs

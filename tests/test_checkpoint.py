@@ -277,12 +277,8 @@ def test_resume_refuses_a_different_model(tmp_path: Path):
         other.fit(resume=True)
 
 
-def test_average_writes_the_mean_of_a_runs_last_checkpoints(tmp_path: Path, capsys):
-    """A tied-embedding Transformer: the averaged checkpoint loads through the usual path, and each of its
-    tensors is the mean of the same tensor in the three newest step checkpoints."""
-    from seqlab.inference.translate import Translator
-
-    run = tmp_path / "run"
+def translation_run_with_checkpoints(run: Path) -> Path:
+    """A tied-embedding Transformer trained 30 steps on synthetic translation, keeping steps 0010–0030."""
     Trainer(config_from_dict({
         "seed": 0,
         "task": {"name": "synthetic_translation", "max_len": 6, "eval_size": 16},
@@ -291,6 +287,15 @@ def test_average_writes_the_mean_of_a_runs_last_checkpoints(tmp_path: Path, caps
         "train": {"steps": 30, "lr": 0.01, "batch_size": 16, "eval_every": 1000, "progress": False, "tensorboard": False,
                   "checkpoint": {"every": 10, "keep_last": 4}},
     }), out_dir=run).fit()
+    return run
+
+
+def test_average_writes_the_mean_of_a_runs_last_checkpoints(tmp_path: Path, capsys):
+    """A tied-embedding Transformer: the averaged checkpoint loads through the usual path, and each of its
+    tensors is the mean of the same tensor in the three newest step checkpoints."""
+    from seqlab.inference.translate import Translator
+
+    run = translation_run_with_checkpoints(tmp_path / "run")
     assert cli.main(["average", str(run), "--last", "3"]) == 0
     out = run / "checkpoints" / "average_last_3"
     assert str(out) in capsys.readouterr().out
@@ -307,6 +312,34 @@ def test_average_writes_the_mean_of_a_runs_last_checkpoints(tmp_path: Path, caps
     assert len(averaged.translate(["a b c"])) == 1
     with pytest.raises(ckpt.CheckpointError, match="weights only"):
         ckpt.load_training_state(out)
+
+
+def test_average_evaluate_scores_each_window_and_names_the_one_validation_picks(tmp_path: Path, capsys):
+    """`--evaluate` prints the losses the run's own trainer gives each checkpoint, and picks by validation."""
+    run = translation_run_with_checkpoints(tmp_path / "run")
+    assert cli.main(["average", str(run), "--last", "2", "3", "--evaluate"]) == 0
+    printed = {line.split(":")[0]: line for line in capsys.readouterr().out.splitlines()}
+    trainer = Trainer(config_from_dict(ckpt.read_meta(ckpt.latest_checkpoint(run))["config"]), out_dir=None)
+    expected = {}
+    for name, path in [("newest (step_00000030)", ckpt.latest_checkpoint(run)),
+                       ("mean of the last 2", run / "checkpoints" / "average_last_2"),
+                       ("mean of the last 3", run / "checkpoints" / "average_last_3")]:
+        ckpt.load_weights(path, trainer.model)
+        expected[name] = (trainer.evaluate("val")["loss"], trainer.evaluate("test")["loss"])
+        assert printed[name] == f"{name}: validation loss {expected[name][0]:.4f}, test loss {expected[name][1]:.4f}"
+    picked = min(expected, key=lambda name: expected[name][0])
+    assert printed["validation picks the " + picked] == f"validation picks the {picked}: test loss {expected[picked][1]:.4f}"
+    assert len({round(val, 6) for val, _ in expected.values()}) == 3  # three different models were scored
+
+    assert cli.main(["average", str(run), "--last", "2", "3", "--out", str(tmp_path / "mean")]) == 2
+    assert "--out names one checkpoint" in capsys.readouterr().err
+    for checkpoint in ckpt.list_checkpoints(run):  # as if the data had changed since training
+        meta = json.loads((checkpoint / "meta.json").read_text())
+        vocab = meta["task_state"]["target"]["vocab"]
+        vocab["itos"] = list(reversed(vocab["itos"]))
+        (checkpoint / "meta.json").write_text(json.dumps(meta))
+    assert cli.main(["average", str(run), "--last", "2", "--evaluate"]) == 2
+    assert "no longer gives the vocabulary it was trained with" in capsys.readouterr().err
 
 
 def test_average_refuses_too_few_checkpoints_other_runs_and_a_foreign_out(tmp_path: Path, capsys):

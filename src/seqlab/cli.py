@@ -202,11 +202,41 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_average(args: argparse.Namespace) -> int:
-    from seqlab.training.checkpoint import average_last
+    from seqlab.training.checkpoint import average_last, list_checkpoints
 
-    paths, out = average_last(Path(args.run), args.last, Path(args.out) if args.out else None)
-    print(f"averaged {', '.join(p.name for p in paths)} into {out}")
+    if args.out and len(args.last) > 1:
+        raise UserError(f"--out names one checkpoint, but --last gives {len(args.last)} counts; "
+                        "give one count, or drop --out to write each average into the run.")
+    run = Path(args.run)
+    averages = [average_last(run, count, Path(args.out) if args.out else None) for count in args.last]
+    for paths, out in averages:
+        print(f"averaged {', '.join(p.name for p in paths)} into {out}")
+    if args.evaluate:
+        newest = list_checkpoints(run)[-1]
+        _print_split_losses({f"newest ({newest.name})": newest,
+                             **{f"mean of the last {len(paths)}": out for paths, out in averages}})
     return 0
+
+
+def _print_split_losses(checkpoints: dict[str, Path]) -> None:
+    """Validation and test loss of each checkpoint, scored by the trainer of the run they come from, and the
+    one that validation picks. The task is rebuilt from the run's config; its vocabulary must be the saved one."""
+    from seqlab.config import config_from_dict
+    from seqlab.training import Trainer
+    from seqlab.training.checkpoint import load_weights, read_meta
+
+    meta = read_meta(next(iter(checkpoints.values())))
+    trainer = Trainer(config_from_dict(meta["config"]), out_dir=None)
+    if meta.get("task_state") not in (None, trainer.task.state_dict()):
+        raise UserError("the run's data no longer gives the vocabulary it was trained with (the files under "
+                        "task changed?), so its losses cannot be scored here.")
+    losses = {}
+    for name, path in checkpoints.items():
+        load_weights(path, trainer.model)
+        losses[name] = (trainer.evaluate("val")["loss"], trainer.evaluate("test")["loss"])
+        print(f"{name}: validation loss {losses[name][0]:.4f}, test loss {losses[name][1]:.4f}", flush=True)
+    picked = min(losses, key=lambda name: losses[name][0])
+    print(f"validation picks the {picked}: test loss {losses[picked][1]:.4f}")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -340,8 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     average = commands.add_parser("average", help="average a run's last checkpoints into one weights-only checkpoint")
     average.add_argument("run", help="a run directory")
-    average.add_argument("--last", type=int, default=5, help="how many of its newest step checkpoints (default 5)")
+    average.add_argument("--last", type=int, nargs="+", default=[5],
+                         help="how many of its newest step checkpoints (default 5); several counts write one average each")
     average.add_argument("--out", help="checkpoint directory to write (default: RUN/checkpoints/average_last_N)")
+    average.add_argument("--evaluate", action="store_true",
+                         help="also print validation and test loss of the newest checkpoint and of each average, "
+                              "and the one validation picks")
     average.set_defaults(func=cmd_average)
 
     serve = commands.add_parser("serve", help="serve checkpoints over HTTP: translate, generate, a web page")
