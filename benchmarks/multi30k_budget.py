@@ -36,7 +36,7 @@ from seqlab.config import load_config
 from seqlab.data.parallel import TranslationCodecs
 from seqlab.errors import report_user_errors
 from seqlab.inference.translate import Translator
-from seqlab.training.checkpoint import average_last, load_weights
+from seqlab.training.checkpoint import average_last
 from seqlab.training.precision import cpu_summary
 from seqlab.training.trainer import Callback, Trainer
 
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             report_bleu(trainer, args.beam)
         if args.average:
             paths, averaged = average_last(Path(args.out or scratch), args.average)
-            load_weights(averaged, trainer.model)
+            trainer.load_weights(averaged)
             print(f"average of {', '.join(p.name for p in paths)}: validation loss {trainer.evaluate('val')['loss']:.3f}, "
                   f"test loss {trainer.evaluate('test')['loss']:.3f}")
             if not args.no_bleu:

@@ -202,7 +202,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_average(args: argparse.Namespace) -> int:
-    from seqlab.training.checkpoint import average_last, list_checkpoints
+    from seqlab.training.checkpoint import average_last
 
     if args.out and len(args.last) > 1:
         raise UserError(f"--out names one checkpoint, but --last gives {len(args.last)} counts; "
@@ -212,7 +212,7 @@ def cmd_average(args: argparse.Namespace) -> int:
     for paths, out in averages:
         print(f"averaged {', '.join(p.name for p in paths)} into {out}")
     if args.evaluate:
-        newest = list_checkpoints(run)[-1]
+        newest = averages[0][0][-1]  # every window ends at the newest step checkpoint
         _print_split_losses({f"newest ({newest.name})": newest,
                              **{f"mean of the last {len(paths)}": out for paths, out in averages}})
     return 0
@@ -223,16 +223,12 @@ def _print_split_losses(checkpoints: dict[str, Path]) -> None:
     one that validation picks. The task is rebuilt from the run's config; its vocabulary must be the saved one."""
     from seqlab.config import config_from_dict
     from seqlab.training import Trainer
-    from seqlab.training.checkpoint import load_weights, read_meta
+    from seqlab.training.checkpoint import read_meta
 
-    meta = read_meta(next(iter(checkpoints.values())))
-    trainer = Trainer(config_from_dict(meta["config"]), out_dir=None)
-    if meta.get("task_state") not in (None, trainer.task.state_dict()):
-        raise UserError("the run's data no longer gives the vocabulary it was trained with (the files under "
-                        "task changed?), so its losses cannot be scored here.")
+    trainer = Trainer(config_from_dict(read_meta(next(iter(checkpoints.values())))["config"]), out_dir=None)
     losses = {}
     for name, path in checkpoints.items():
-        load_weights(path, trainer.model)
+        trainer.load_weights(path)
         losses[name] = (trainer.evaluate("val")["loss"], trainer.evaluate("test")["loss"])
         print(f"{name}: validation loss {losses[name][0]:.4f}, test loss {losses[name][1]:.4f}", flush=True)
     picked = min(losses, key=lambda name: losses[name][0])

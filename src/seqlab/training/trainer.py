@@ -237,6 +237,16 @@ class Trainer:
         (summed / count).backward()
         return self._apply_update(step, summed.detach(), count)
 
+    def load_weights(self, path: Path) -> None:
+        """Load a checkpoint's weights into the model (to score them), refusing a checkpoint whose saved
+        vocabulary is not the one this task's data gives."""
+        saved = ckpt.read_meta(path).get("task_state")
+        if saved is not None and saved != self.task.state_dict():
+            raise ckpt.CheckpointError(
+                f"{path}: the run's data no longer gives the vocabulary it was trained with (the files under task "
+                "changed?), so its weights cannot be scored here; use the data it was trained on.")
+        ckpt.load_weights(path, self.model)
+
     @torch.no_grad()
     def evaluate(self, split: str = "val") -> dict[str, float]:
         """Mean loss (and accuracy where it applies) over a fixed evaluation split."""
