@@ -155,6 +155,10 @@ def test_sinusoidal_encoding_values() -> None:
     torch.testing.assert_close(sinusoids(3, 8, start=5), pe[5:8])
     x = torch.zeros(1, 4, 8)
     torch.testing.assert_close(PositionalEncoding("sinusoidal", 8)(x, start=2)[0], pe[2:6])
+    short = PositionalEncoding("sinusoidal", 8, max_len=5)  # its stored table ends before position 5
+    assert torch.equal(short(x, start=1)[0], sinusoids(4, 8, start=1))
+    torch.testing.assert_close(short(x, start=3)[0], pe[3:7])
+    assert "sines" not in short.state_dict()
     assert torch.equal(PositionalEncoding("none", 8)(x), x)
     learned = PositionalEncoding("learned", 8, max_len=4)
     with pytest.raises(ValueError, match="beyond the learned table"):

@@ -185,6 +185,9 @@ class PositionalEncoding(nn.Module):
         super().__init__()
         self.kind, self.d_model, self.max_len = kind, d_model, max_len
         self.table = nn.Embedding(max_len, d_model) if kind == "learned" else None
+        # The first max_len sinusoids, computed once (a decoding step would otherwise rebuild its row with ~10
+        # operators); not saved with the weights, since they are a function of the position.
+        self.register_buffer("sines", sinusoids(max_len, d_model) if kind == "sinusoidal" else None, persistent=False)
 
     def forward(self, x: Tensor, start: int = 0) -> Tensor:
         """x (batch, length, d_model) holding positions start, start+1, ...; returns x + PE."""
@@ -192,7 +195,9 @@ class PositionalEncoding(nn.Module):
         if self.kind == "none":
             return x
         if self.kind == "sinusoidal":
-            return x + sinusoids(length, self.d_model, start, x.device).to(x.dtype)
+            within = self.sines is not None and start + length <= self.sines.shape[0]
+            pe = self.sines[start: start + length] if within else sinusoids(length, self.d_model, start, x.device)
+            return x + pe.to(x.dtype)
         assert self.table is not None
         if start + length > self.max_len:
             raise ValueError(
