@@ -9,12 +9,14 @@ translates Multi30k test_2016_flickr with every combination of
 
 one thread each, batches of 64 sentences sorted by length, the same length limit (⌊1.5 · source⌋ + 5),
 neither engine returning attention rows.
-Each pair (seqlab, CTranslate2) at one precision and search runs back to back, after a warm-up batch, so
-the ratios come from one run on one machine state. BLEU is sacreBLEU with the checkpoint's settings, as
+Each pair (seqlab, CTranslate2) at one precision and search runs after a warm-up batch, `--repeats` times
+in turn (seqlab, CTranslate2, seqlab, ...), so that a burst of load from other processes spoils one sample
+rather than one engine: each time is the median of its samples, and the ratio is the median of the ratios
+of the pairs run back to back, printed with the lowest and highest of them. BLEU is sacreBLEU with the checkpoint's settings, as
 `seqlab eval` computes it. The goal (issue 14): seqlab's time within 1.5× of CTranslate2's at equal BLEU
 (±0.3).
 
-    python benchmarks/ctranslate2_decode.py /work/runs/t_ref --threads 1
+    python benchmarks/ctranslate2_decode.py /work/runs/t_ref --threads 1 --repeats 3
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import os
 import platform
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -49,9 +52,14 @@ class Row:
     engine: str
     precision: str
     beam: int
-    seconds: float
+    samples: list[float]
     sentences: int
     bleu: float
+
+    @property
+    def seconds(self) -> float:
+        """The median of the timed samples."""
+        return statistics.median(self.samples)
 
     def line(self) -> str:
         search = "greedy" if self.beam == 1 else f"beam {self.beam}"
@@ -80,7 +88,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--src", type=Path, default=DATA / "test_2016_flickr.lc.norm.tok.de")
     parser.add_argument("--ref", type=Path, default=DATA / "test_2016_flickr.lc.norm.tok.en")
     parser.add_argument("--limit", type=int, help="only the first N test sentences (a smoke run)")
-    return parser.parse_args(argv)
+    parser.add_argument("--repeats", type=int, default=3, help="timed translations of the test set per engine and "
+                        "setting, taken in turn with the other engine's (default 3)")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,13 +121,18 @@ def main(argv: list[str] | None = None) -> int:
                     "CTranslate2": lambda lines, p=precision, b=beam: [t.text for t in ct2[p].translate(
                         lines, beam_size=b, length_penalty=args.ct2_length_penalty, batch_size=args.batch_size)],
                 }
-                for engine, translate in engines.items():
+                for translate in engines.values():
                     translate(sources[: args.batch_size])  # warm-up
-                    began = time.perf_counter()
-                    hypotheses = translate(sources)
-                    seconds = time.perf_counter() - began
-                    bleu = score_translations(hypotheses, references, tokenize=codecs.bleu_tokenize).bleu
-                    rows.append(Row(engine, precision, beam, seconds, len(sources), bleu))
+                samples: dict[str, list[float]] = {engine: [] for engine in engines}
+                hypotheses: dict[str, list[str]] = {}
+                for _ in range(args.repeats):
+                    for engine, translate in engines.items():
+                        began = time.perf_counter()
+                        hypotheses[engine] = translate(sources)
+                        samples[engine].append(time.perf_counter() - began)
+                for engine in engines:
+                    bleu = score_translations(hypotheses[engine], references, tokenize=codecs.bleu_tokenize).bleu
+                    rows.append(Row(engine, precision, beam, samples[engine], len(sources), bleu))
                     print(rows[-1].line(), flush=True)
     load_after = os.getloadavg()
 
@@ -125,13 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| engine | precision | search | time | sentences/s | BLEU |\n| --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print(row.line())
-    print("\n| precision | search | seqlab time / CTranslate2 time | BLEU seqlab − CTranslate2 | goal ≤ 1.5× at ±0.3 BLEU |")
-    print("| --- | --- | --- | --- | --- |")
+    print(f"\n| precision | search | seqlab time / CTranslate2 time (median of {args.repeats} pairs) | lowest – highest "
+          "| BLEU seqlab − CTranslate2 | goal ≤ 1.5× at ±0.3 BLEU |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for ours, theirs in zip(rows[::2], rows[1::2]):
-        ratio, gap = ours.seconds / theirs.seconds, ours.bleu - theirs.bleu
+        ratios = [mine / other for mine, other in zip(ours.samples, theirs.samples)]
+        ratio, gap = statistics.median(ratios), ours.bleu - theirs.bleu
         met = "met" if ratio <= 1.5 and abs(gap) <= 0.3 else "not met"
         search = "greedy" if ours.beam == 1 else f"beam {ours.beam}"
-        print(f"| {ours.precision} | {search} | {ratio:.2f}× | {gap:+.2f} | {met} |")
+        print(f"| {ours.precision} | {search} | {ratio:.2f}× | {min(ratios):.2f}× – {max(ratios):.2f}× | {gap:+.2f} | {met} |")
     print("reproduce: python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]))
     return 0
 

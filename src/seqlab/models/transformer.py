@@ -31,7 +31,7 @@ from seqlab.nn.linear_attention import LinearAttention
 from seqlab.nn.moe import MoEFeedForward
 from seqlab.nn.transformer import (
     Activation, DecoderLayer, DecoderStack, EncoderLayer, EncoderStack, FastAttention, MultiHeadAttention,
-    PositionalEncoding, PositionalKind, StackCache,
+    PositionalEncoding, PositionalKind, StackCache, attention_mask,
 )
 from seqlab.registry import MODELS, Spec
 
@@ -151,12 +151,14 @@ class TransformerSeq2Seq(nn.Module):
         self._padded_out: tuple[weakref.ref, tuple[int, int], Tensor, Tensor | None] | None = None  # _step_logits
 
     def encode(self, batch: Batch) -> Memory:
-        """Memory: encoder states (batch, src_len, d_model), the source padding mask, and every decoder
-        layer's cross-attention keys/values (a `KVCache` of (batch, heads, src_len, d_k)), projected once."""
+        """Memory: encoder states (batch, src_len, d_model), the source padding mask, the source positions a
+        decoding step may attend to (batch, 1, 1, src_len), and every decoder layer's cross-attention
+        keys/values (a `KVCache` of (batch, heads, src_len, d_k)); all computed once per sentence."""
         src = batch["src"]
         padding = src == self.pad_id
         memory = self.encoder(self.src_embed(src), padding)
-        return {"memory": memory, "src_padding": padding, "cross": self.decoder.memory_caches(memory)}
+        return {"memory": memory, "src_padding": padding, "src_allowed": attention_mask(padding, False, 1, src.shape[1]),
+                "cross": self.decoder.memory_caches(memory)}
 
     def forward(self, batch: Batch) -> Tensor:
         memory = self.encode(batch)
@@ -171,7 +173,7 @@ class TransformerSeq2Seq(nn.Module):
         """Previous tokens (batch,) → logits (batch, tgt_vocab), the extended cache, and the
         last layer's cross-attention averaged over heads (batch, src_len)."""
         y_t = self.tgt_embed(tokens[:, None], start=state.position)
-        y_t, state, alpha = self.decoder.step(y_t, memory["cross"], memory["src_padding"], state)
+        y_t, state, alpha = self.decoder.step(y_t, memory["cross"], memory["src_allowed"], state)
         return self._step_logits(y_t[:, 0]), state, alpha.mean(dim=1)[:, 0]
 
     def _step_logits(self, y: Tensor) -> Tensor:

@@ -295,28 +295,31 @@ class DecoderLayer(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """y (batch, tgt_len, d_model) attends causally to itself and fully to memory (batch, src_len, d_model)."""
         y, _ = self.self_residual(y, lambda h: self.self_attn(h, h, h, tgt_padding_mask, causal=True))
-        return self._cross_and_ffn(y, self.memory_cache(memory), memory_padding_mask, need_weights)
+        allowed = attention_mask(memory_padding_mask, False, y.shape[1], memory.shape[1])
+        return self._cross_and_ffn(y, self.memory_cache(memory), allowed, need_weights)
 
     def memory_cache(self, memory: Tensor) -> KVCache:
-        """The memory's keys and values for this layer's cross-attention, projected once per source sentence."""
-        return KVCache(*self.cross_attn.keys_values(memory, memory))
+        """The memory's keys and values for this layer's cross-attention, projected once per source sentence
+        and laid out head by head (contiguous), so that no decoding step copies them to multiply."""
+        K, V = self.cross_attn.keys_values(memory, memory)
+        return KVCache(K.contiguous(), V.contiguous())
 
     def _cross_and_ffn(
-        self, y: Tensor, memory: KVCache, memory_padding_mask: Tensor | None, need_weights: bool
+        self, y: Tensor, memory: KVCache, allowed: Tensor | None, need_weights: bool
     ) -> tuple[Tensor, Tensor | None]:
-        """Attention over the memory's projected keys/values, then the feed-forward network; and the weights α."""
-        allowed = attention_mask(memory_padding_mask, False, y.shape[1], memory.k.shape[2])
+        """Attention over the memory's projected keys/values (at the `allowed` source positions), then the
+        feed-forward network; and the weights α."""
         y, alpha = self.cross_residual(y, lambda h: self.cross_attn.attend(h, memory.k, memory.v, allowed, need_weights))
         return self.ffn_residual(y, self.ffn), alpha
 
     def step(
-        self, y_t: Tensor, memory: KVCache, memory_padding_mask: Tensor | None, cache: KVCache,
+        self, y_t: Tensor, memory: KVCache, memory_allowed: Tensor | None, cache: KVCache,
         need_weights: bool = False,
     ) -> tuple[Tensor, KVCache, Tensor | None]:
-        """One new target position y_t (batch, 1, d_model) with cached self-attention keys/values and
-        the memory's keys/values projected once (`memory_cache`)."""
+        """One new target position y_t (batch, 1, d_model) with cached self-attention keys/values, the
+        memory's keys/values projected once (`memory_cache`) and its `attention_mask` (batch, 1, 1, src_len)."""
         y_t, cache = self.self_residual(y_t, lambda h: self.self_attn.step(h, cache))
-        y_t, alpha = self._cross_and_ffn(y_t, memory, memory_padding_mask, need_weights)
+        y_t, alpha = self._cross_and_ffn(y_t, memory, memory_allowed, need_weights)
         return y_t, cache, alpha
 
 
@@ -372,13 +375,14 @@ class DecoderStack(nn.Module):
         return StackCache([layer.self_attn.empty_cache(batch_size, like) for layer in self.layers])
 
     def step(
-        self, y_t: Tensor, memory: list[KVCache], memory_padding_mask: Tensor | None, cache: StackCache
+        self, y_t: Tensor, memory: list[KVCache], memory_allowed: Tensor | None, cache: StackCache
     ) -> tuple[Tensor, StackCache, Tensor]:
-        """One target position y_t (batch, 1, d_model); returns states, new cache, last layer's cross-attention."""
+        """One target position y_t (batch, 1, d_model) over the memory's keys/values (`memory_caches`) at its
+        allowed positions (`attention_mask` of its padding); returns states, new cache, last layer's cross-attention."""
         layers, alpha = [], None
         for index, layer in enumerate(self.layers):
             last = index == len(self.layers) - 1
-            y_t, layer_cache, alpha = layer.step(y_t, memory[index], memory_padding_mask, cache.layers[index], last)
+            y_t, layer_cache, alpha = layer.step(y_t, memory[index], memory_allowed, cache.layers[index], last)
             layers.append(layer_cache)
         assert alpha is not None
         return self.final_norm(y_t), StackCache(layers, cache.position + 1), alpha
