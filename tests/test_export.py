@@ -103,8 +103,8 @@ print(json.dumps([t.text for t in CTranslate2Translator(sys.argv[1], compute_typ
 
 def ct2_with_mkl(model_dir: Path, lines: list[str], compute_type: str) -> list[str]:
     """CTranslate2's translations with its Intel MKL kernels on any x86 CPU (CT2_USE_MKL=1, read when ctranslate2
-    is imported, hence a fresh process). Its default on other vendors' CPUs, oneDNN's u8s8 int8 GEMM, saturates its
-    16-bit sums on CPUs without VNNI: on an AMD EPYC with AVX2 only it gave 24 of these 40 sentences as seqlab
+    is imported, hence a fresh process). Its default on other vendors' CPUs, oneDNN's u8s8 int8 GEMM, can saturate
+    its 16-bit pair sums on CPUs without VNNI: on an AMD EPYC with AVX2 only it gave 24 of these 40 sentences as seqlab
     does, with MKL 37 (seqlab's own int8: 37); the Multi30k model lost little either way (greedy BLEU 33.44 and
     33.48 against 33.53 in float32; BENCHMARKS.md)."""
     done = subprocess.run([sys.executable, "-c", CT2_TRANSLATE, str(model_dir), compute_type], input=json.dumps(lines),
