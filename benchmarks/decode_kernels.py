@@ -1,0 +1,133 @@
+"""The kernels of one Transformer decoding step, seqlab's choice against the alternatives, as ratios from one run.
+
+At the Multi30k Transformer's decoding shapes (`--rows` live rows: 64 sentences greedy, 320 = 64 × 5 beams;
+d_model 256, 4 heads, d_ff 1024, 5,921 target words, a self-attention cache of `--length` positions), each
+group times seqlab's way and the alternatives round-robin (`seqlab.diagnostics.profile.median_times`) and prints
+every time with its ratio to seqlab's:
+
+- the self-attention cache, per layer and step of beam search: seqlab keeps exactly the positions so far
+  (reorder the beams with `index_select`, then `cat` the new position, then QKᵀ and αV on contiguous
+  tensors); the alternative preallocates room for `--room` more positions and writes the new one in place,
+  so it skips the `cat` but reorders the spare room too and multiplies over views into the larger buffer;
+- greedy search's score of the chosen word: log-softmax over the vocabulary then a gather, against the
+  logit minus `logsumexp`;
+- the linear layers in float32 (`nn.Linear`, MKL), torch.ao dynamic int8 (seqlab's `--quantize int8`:
+  fbgemm, activations quantised per call) and weight-only int8 (`torch._weight_int8pack_mm`).
+
+    python benchmarks/decode_kernels.py --threads 1
+    python benchmarks/decode_kernels.py --threads 1 --rows 320 --length 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+from seqlab.diagnostics.profile import median_times
+from seqlab.inference.translate import quantize_int8
+from seqlab.training.precision import cpu_summary
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=64, help="live decoding rows (default 64)")
+    parser.add_argument("--length", type=int, default=12, help="positions in the self-attention cache (default 12)")
+    parser.add_argument("--room", type=int, default=8, help="spare positions of the preallocated cache (default 8)")
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--d-ff", type=int, default=1024)
+    parser.add_argument("--vocab", type=int, default=5921)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--repeats", type=int, default=15, help="round-robin samples per kernel (default 15)")
+    args = parser.parse_args(argv)
+    for name in ("rows", "length", "room", "d_model", "heads", "d_ff", "vocab", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.d_model % args.heads:
+        parser.error(f"--d-model ({args.d_model}) must be divisible by --heads ({args.heads})")
+    return args
+
+
+def report(title: str, times: dict[str, float]) -> None:
+    """Each kernel's median time and its ratio to the first (seqlab's choice)."""
+    print(f"\n{title}")
+    baseline = next(iter(times.values()))
+    for name, seconds in times.items():
+        print(f"  {name:58s} {seconds * 1e6:9.0f} µs  {seconds / baseline:5.2f}×")
+
+
+def cache_kernels(args: argparse.Namespace) -> dict[str, float]:
+    rows, heads, d_k, L = args.rows, args.heads, args.d_model // args.heads, args.length
+    q = torch.randn(rows, heads, 1, d_k)
+    new = torch.randn(rows, heads, 1, d_k)
+    parents = torch.randint(0, rows, (rows,))
+    exact = torch.randn(rows, heads, L - 1, d_k)
+    roomy = torch.randn(rows, heads, L - 1 + args.room, d_k)
+
+    def exact_step() -> Tensor:
+        K = torch.cat([exact.index_select(0, parents), new], dim=2)
+        return (q @ K.transpose(-2, -1)).softmax(-1) @ K
+
+    def in_place_step() -> Tensor:
+        buffer = roomy.index_select(0, parents)
+        buffer[:, :, L - 1 : L] = new
+        K = buffer[:, :, :L]
+        return (q @ K.transpose(-2, -1)).softmax(-1) @ K
+
+    contiguous, view = exact[:, :, : L - 1].contiguous(), roomy[:, :, : L - 1]
+    return median_times({
+        "seqlab: index_select + cat, QKᵀ and αV on contiguous keys": exact_step,
+        "preallocated: index_select with room, write in place, views": in_place_step,
+        "  of which QKᵀ on contiguous keys": lambda: q @ contiguous.transpose(-2, -1),
+        "  of which QKᵀ on a view into the larger buffer": lambda: q @ view.transpose(-2, -1),
+    }, repeats=args.repeats, min_seconds=0.02)
+
+
+def scoring_kernels(args: argparse.Namespace) -> dict[str, float]:
+    logits = torch.randn(args.rows, args.vocab)
+    chosen = logits.argmax(-1, keepdim=True)
+    return median_times({
+        "seqlab: log_softmax, then gather the chosen word": lambda: torch.log_softmax(logits, -1).gather(1, chosen),
+        "logit of the chosen word − logsumexp": lambda: logits.gather(1, chosen) - logits.logsumexp(-1, keepdim=True),
+    }, repeats=args.repeats, min_seconds=0.02)
+
+
+def linear_kernels(args: argparse.Namespace) -> dict[str, float]:
+    shapes = {"W^Q (d_model → d_model)": (args.d_model, args.d_model), "W_1 (d_model → d_ff)": (args.d_model, args.d_ff),
+              "W_2 (d_ff → d_model)": (args.d_ff, args.d_model), "output (d_model → vocab)": (args.d_model, args.vocab)}
+    calls = {}
+    for name, (fan_in, fan_out) in shapes.items():
+        fp32 = nn.Sequential(nn.Linear(fan_in, fan_out))
+        int8 = quantize_int8(fp32)
+        weight = fp32[0].weight.detach()
+        scales = weight.abs().amax(1) / 127
+        packed = torch.round(weight / scales[:, None]).to(torch.int8)
+        x = torch.randn(args.rows, fan_in)
+        calls[f"{name}: float32"] = lambda m=fp32, x=x: m(x)
+        calls[f"{name}: dynamic int8 (seqlab)"] = lambda m=int8, x=x: m(x)
+        calls[f"{name}: weight-only int8"] = lambda w=packed, s=scales, x=x: torch._weight_int8pack_mm(x, w, s)
+    return median_times(calls, repeats=args.repeats, min_seconds=0.02)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"CPU: {cpu_summary()}; {torch.get_num_threads()} thread(s); torch {torch.__version__}")
+    with torch.no_grad():
+        report(f"Self-attention cache, one layer and step ({args.rows} rows, {args.length} positions, "
+               f"room {args.room})", cache_kernels(args))
+        report(f"Greedy score of the chosen word ({args.rows} × {args.vocab})", scoring_kernels(args))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            linear = linear_kernels(args)
+        for name in ("W^Q", "W_1", "W_2", "output"):
+            report(f"Linear layer {name}, {args.rows} rows", {k: v for k, v in linear.items() if k.startswith(name)})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
