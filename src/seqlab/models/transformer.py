@@ -154,15 +154,18 @@ class TransformerSeq2Seq(nn.Module):
         """Memory: encoder states (batch, src_len, d_model), the source padding mask, the source positions a
         decoding step may attend to (batch, 1, 1, src_len), and every decoder layer's cross-attention
         keys/values (a `KVCache` of (batch, heads, src_len, d_k)); all computed once per sentence."""
-        src = batch["src"]
-        padding = src == self.pad_id
-        memory = self.encoder(self.src_embed(src), padding)
-        return {"memory": memory, "src_padding": padding, "src_allowed": attention_mask(padding, False, 1, src.shape[1]),
+        memory, padding = self._encoder_states(batch["src"])
+        return {"memory": memory, "src_padding": padding, "src_allowed": attention_mask(padding, False, 1, padding.shape[1]),
                 "cross": self.decoder.memory_caches(memory)}
 
+    def _encoder_states(self, src: Tensor) -> tuple[Tensor, Tensor]:
+        """The encoder's states (batch, src_len, d_model) and the source padding mask (batch, src_len)."""
+        padding = src == self.pad_id
+        return self.encoder(self.src_embed(src), padding), padding
+
     def forward(self, batch: Batch) -> Tensor:
-        memory = self.encode(batch)
-        y, _ = self.decoder(self.tgt_embed(batch["tgt_in"]), memory["memory"], memory["src_padding"])
+        memory, padding = self._encoder_states(batch["src"])
+        y, _ = self.decoder(self.tgt_embed(batch["tgt_in"]), memory, padding)
         return self.out(y)
 
     def init_state(self, memory: Memory, batch_size: int) -> StackCache:
