@@ -12,7 +12,11 @@ every time with its ratio to seqlab's:
 - greedy search's score of the chosen word: log-softmax over the vocabulary then a gather, against the
   logit minus `logsumexp`;
 - the linear layers in float32 (`nn.Linear`, MKL), torch.ao dynamic int8 (seqlab's `--quantize int8`:
-  fbgemm, activations quantised per call) and weight-only int8 (`torch._weight_int8pack_mm`).
+  fbgemm, activations quantised per call) and weight-only int8 (`torch._weight_int8pack_mm`);
+- the output layer's layout: seqlab's `TransformerSeq2Seq._step_logits` (the weight padded with zero rows to a
+  multiple of 16 and stored transposed) against the plain nn.Linear and the padded weight in nn.Linear's layout;
+- the self-attention projections: three d_model → d_model layers (W^Q, W^K, W^V) against one fused
+  d_model → 3·d_model layer.
 
     python benchmarks/decode_kernels.py --threads 1
     python benchmarks/decode_kernels.py --threads 1 --rows 320 --length 20
@@ -23,10 +27,13 @@ from __future__ import annotations
 import argparse
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqlab.data.base import TaskInfo
 from seqlab.diagnostics.profile import median_times
 from seqlab.inference.translate import quantize_int8
+from seqlab.models.transformer import TransformerSeq2Seq, TransformerSpec
 from seqlab.training.precision import cpu_summary
 
 
@@ -108,6 +115,30 @@ def linear_kernels(args: argparse.Namespace, fan_in: int, fan_out: int) -> dict[
     }, repeats=args.repeats, min_seconds=0.02)
 
 
+def output_layouts(args: argparse.Namespace) -> dict[str, float]:
+    spec = TransformerSpec(d_model=args.d_model, num_heads=args.heads, d_ff=args.d_ff, num_encoder_layers=1,
+                           num_decoder_layers=1, dropout=0.0)
+    model = TransformerSeq2Seq(spec, TaskInfo(kind="seq2seq", output_dim=args.vocab, vocab_size=args.vocab)).eval()
+    weight = model.out.weight.detach()
+    padded = torch.cat([weight, weight.new_zeros(-args.vocab % 16, args.d_model)])
+    x = torch.randn(args.rows, args.d_model)
+    return median_times({
+        "seqlab: padded to 16 rows, stored transposed (_step_logits)": lambda: model._step_logits(x),
+        "nn.Linear, unpadded": lambda: model.out(x),
+        "padded, nn.Linear's layout": lambda: F.linear(x, padded)[:, : args.vocab].contiguous(),
+    }, repeats=args.repeats, min_seconds=0.02)
+
+
+def fused_projections(args: argparse.Namespace) -> dict[str, float]:
+    q, k, v = (nn.Linear(args.d_model, args.d_model) for _ in range(3))
+    qkv = nn.Linear(args.d_model, 3 * args.d_model)
+    x = torch.randn(args.rows, args.d_model)
+    return median_times({
+        "seqlab: W^Q, W^K, W^V as three layers": lambda: (q(x), k(x), v(x)),
+        "one fused d_model → 3·d_model layer, split": lambda: qkv(x).chunk(3, dim=-1),
+    }, repeats=args.repeats, min_seconds=0.02)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -121,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                   "W_2 (d_ff → d_model)": (args.d_ff, args.d_model), "output (d_model → vocab)": (args.d_model, args.vocab)}
         for name, (fan_in, fan_out) in layers.items():
             report(f"Linear layer {name}, {args.rows} rows", linear_kernels(args, fan_in, fan_out))
+        report(f"Output layer's weight layout, float32, {args.rows} rows × {args.vocab} words", output_layouts(args))
+        report(f"Self-attention projections, float32, {args.rows} rows", fused_projections(args))
     return 0
 
 

@@ -60,12 +60,12 @@ def test_decoding_without_attention_rows_finds_the_same_hypotheses() -> None:
     assert all(h.attention is None for h in greedy)
 
 
-def test_step_logits_through_the_padded_weight_equal_the_output_layer_and_follow_weight_updates() -> None:
+def test_step_logits_through_the_padded_transposed_weight_equal_the_output_layer_and_follow_weight_updates() -> None:
     model = small_transformer(vocab=37)  # 37 outputs: padded to 48
     y = torch.randn(5, 16)
     with torch.no_grad():
         assert torch.equal(model._step_logits(y), model.out(y))
-        assert model._padded_out is not None and model._padded_out[2].shape == (48, 16)
+        assert model._padded_out is not None and model._padded_out[2].shape == (16, 48)
         model.out.weight.mul_(2.0)  # an optimiser step changes the weight in place
         assert torch.equal(model._step_logits(y), model.out(y))
     assert model._step_logits(y).requires_grad  # with autograd: the plain layer, gradients flow

@@ -118,6 +118,21 @@ def test_a_time_clocked_cosine_anneals_over_the_budget_not_the_steps():
     assert factor(6) == pytest.approx(0.0)
 
 
+def test_a_time_clocked_warm_up_meets_the_cosine_instead_of_overshooting_it():
+    config = TrainConfig(steps=10_000, schedule="cosine", warmup_steps=100, schedule_clock="time", time_budget_s=100.0)
+    elapsed = [0.0]
+    factor = lr_multiplier(config, lambda: elapsed[0])
+    trace = []
+    for step in range(200):  # half a second per step: these 200 steps span the first half of the budget
+        elapsed[0] = float(step) / 2
+        trace.append(factor(step))
+    cosine = [0.5 * (1 + math.cos(math.pi * (step / 2) / 100)) for step in range(200)]
+    assert all(f <= c + 1e-12 for f, c in zip(trace, cosine))  # never above the cosine, warm-up or not
+    assert trace[10] == pytest.approx(11 / 100)  # early on, the warm-up is the lower
+    assert trace[150] == pytest.approx(cosine[150])  # after the two meet, the cosine alone
+    assert max(abs(b - a) for a, b in zip(trace, trace[1:])) < 0.02  # no jump where the warm-up ends
+
+
 def test_the_trainer_feeds_its_training_seconds_to_a_time_clocked_schedule():
     _, result = fit(train={"steps": 1_000_000, "lr": 0.2, "schedule": "cosine", "schedule_clock": "time",
                            "time_budget_s": 0.5})

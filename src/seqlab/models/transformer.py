@@ -148,7 +148,7 @@ class TransformerSeq2Seq(nn.Module):
         self.out = nn.Linear(spec.d_model, info.output_dim, bias=False)
         if spec.tie_embeddings:
             self.out.weight = self.tgt_embed.table.weight
-        self._padded_out: tuple[weakref.ref, tuple[int, int], Tensor, Tensor | None] | None = None  # _step_logits
+        self._padded_out: tuple[weakref.ref, tuple[int, int], Tensor] | None = None  # _step_logits
 
     def encode(self, batch: Batch) -> Memory:
         """Memory: encoder states (batch, src_len, d_model), the source padding mask, the source positions a
@@ -180,21 +180,23 @@ class TransformerSeq2Seq(nn.Module):
         return self._step_logits(y_t[:, 0]), state, alpha.mean(dim=1)[:, 0]
 
     def _step_logits(self, y: Tensor) -> Tensor:
-        """`self.out(y)`. Without autograd, a float32 nn.Linear on the CPU whose outputs are not a multiple of 16
-        multiplies by its weight padded with zero rows to one (kept until the weight changes): MKL's sgemm gives
-        the same numbers for that shape, faster (issue 14: 5,921 target words, 320 rows: 12.7 ms, not 18.8 ms)."""
+        """`self.out(y)`. Without autograd, a float32 bias-free nn.Linear on the CPU whose outputs are not a
+        multiple of 16 multiplies by its weight padded with zero rows to one and stored transposed (kept until
+        the weight changes): MKL's sgemm gives the same numbers for that shape, faster (issue 14, 5,921 target
+        words: 0.80-0.97x the time of the padded weight in nn.Linear's layout, itself 0.71-1.0x the plain
+        layer's; `benchmarks/decode_kernels.py`)."""
         out = self.out
-        if torch.is_grad_enabled() or type(out) is not nn.Linear or out.weight.device.type != "cpu" \
-                or out.weight.dtype != torch.float32 or torch.is_autocast_enabled("cpu") or out.weight.shape[0] % 16 == 0:
+        if torch.is_grad_enabled() or type(out) is not nn.Linear or out.bias is not None \
+                or out.weight.device.type != "cpu" or out.weight.dtype != torch.float32 \
+                or torch.is_autocast_enabled("cpu") or out.weight.shape[0] % 16 == 0:
             return out(y)
-        weight, bias = out.weight, out.bias
+        weight = out.weight
         cached, version = self._padded_out, (weight._version, weight.data_ptr())
         if cached is None or cached[0]() is not weight or cached[1] != version:
             rows = -weight.shape[0] % 16
-            padded = torch.cat([weight, weight.new_zeros(rows, weight.shape[1])])
-            padded_bias = None if bias is None else torch.cat([bias, bias.new_zeros(rows)])
-            cached = self._padded_out = (weakref.ref(weight), version, padded, padded_bias)
-        return F.linear(y, cached[2], cached[3])[:, : weight.shape[0]].contiguous()
+            padded_t = torch.cat([weight, weight.new_zeros(rows, weight.shape[1])]).t().contiguous()
+            cached = self._padded_out = (weakref.ref(weight), version, padded_t)
+        return (y @ cached[2])[:, : weight.shape[0]].contiguous()
 
 
 # --- decoder-only language model -------------------------------------------------------------------

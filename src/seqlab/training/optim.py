@@ -25,22 +25,25 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
 
 def lr_multiplier(config: TrainConfig, seconds: Callable[[], float] = lambda: 0.0) -> Callable[[int], float]:
     """The factor on the base learning rate at each step: linear warm-up, then constant, cosine or 1/√step.
-    The cosine's progress counts steps of `train.steps`, or with `schedule_clock: time` the training
-    seconds so far (`seconds()`) of `train.time_budget_s`."""
+    The cosine's progress counts steps of `train.steps` after the warm-up, or with `schedule_clock: time` the
+    training seconds so far (`seconds()`) of `train.time_budget_s`; that cosine runs from the start, so the
+    warm-up rises to meet it (the lower of the two) instead of jumping down to it when the warm-up ends."""
     warmup, total, floor = config.warmup_steps, config.steps, config.min_lr_ratio
 
+    def cosine(progress: float) -> float:
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
     def factor(step: int) -> float:
+        ramp = (step + 1) / warmup if step < warmup else 1.0
+        if config.schedule == "cosine" and config.schedule_clock == "time":
+            return min(ramp, cosine(min(1.0, seconds() / config.time_budget_s)))
         if step < warmup:
-            return (step + 1) / warmup
+            return ramp
         if config.schedule == "constant":
             return 1.0
         if config.schedule == "inverse_sqrt":
             return math.sqrt(max(warmup, 1) / (step + 1))
-        if config.schedule_clock == "time":
-            progress = min(1.0, seconds() / config.time_budget_s)
-        else:
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return cosine(min(1.0, (step - warmup) / max(1, total - warmup)))
 
     return factor
 
