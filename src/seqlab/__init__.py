@@ -7,4 +7,8 @@ import os
 # torch is first imported, so it is set here, before any seqlab module imports torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from seqlab.allocator import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()
+
 __version__ = "0.1.0"
