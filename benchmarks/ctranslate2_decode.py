@@ -5,7 +5,8 @@ translates Multi30k test_2016_flickr with every combination of
 
 - engine: seqlab (`Translator`; int8 = torch.ao dynamic quantisation of the nn.Linear layers) and CTranslate2
   (`compute_type` float32 / int8, its own quantisation);
-- search: greedy and beam B (seqlab: Wu et al. length penalty α; CTranslate2: log P / |Y|^α');
+- search: greedy and beam B (seqlab: Wu et al. length penalty α; CTranslate2: log P / |Y|^α'), both stopping
+  a sentence once round(patience · B) hypotheses have finished (CTranslate2's rule; `--patience`, default 1);
 
 one thread each, batches of 64 sentences sorted by length, the same length limit (⌊1.5 · source⌋ + 5),
 neither engine returning attention rows.
@@ -83,6 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ct2-length-penalty", type=float, default=0.4,
                         help="CTranslate2's α' in log P / |Y|^α' (default 0.4: d log lp / d log |Y| of Wu et al.'s "
                              "α = 0.6 at |Y| ≈ 12, Multi30k's typical length; CTranslate2's own default is 1.0)")
+    parser.add_argument("--patience", type=float, default=1.0,
+                        help="both engines stop a sentence's beam once round(P · beam) hypotheses have finished "
+                             "(default 1, CTranslate2's default; seqlab's own default stop is exact and slower)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--precisions", nargs="+", choices=["fp32", "int8"], default=["fp32", "int8"])
     parser.add_argument("--src", type=Path, default=DATA / "test_2016_flickr.lc.norm.tok.de")
@@ -91,6 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed translations of the test set per engine and "
                         "setting, taken in turn with the other engine's (default 3)")
     args = parser.parse_args(argv)
+    if not args.patience > 0:
+        parser.error(f"--patience must be above 0, got {args.patience}")
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     return args
@@ -117,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
                 engines = {
                     "seqlab": lambda lines, p=precision, b=beam: [t.text for t in seqlab[p].translate(
                         lines, beam_size=b, length_penalty=args.length_penalty, batch_size=args.batch_size,
-                        attention=False)],
+                        attention=False, patience=args.patience)],
                     "CTranslate2": lambda lines, p=precision, b=beam: [t.text for t in ct2[p].translate(
-                        lines, beam_size=b, length_penalty=args.ct2_length_penalty, batch_size=args.batch_size)],
+                        lines, beam_size=b, length_penalty=args.ct2_length_penalty, batch_size=args.batch_size,
+                        patience=args.patience)],
                 }
                 for translate in engines.values():
                     translate(sources[: args.batch_size])  # warm-up

@@ -208,3 +208,23 @@ def test_n_best_beyond_the_beam_is_refused() -> None:
         decode_n_best(model, batch, beam_size=1, n_best=2)
     greedy = decode_n_best(model, batch, beam_size=1)
     assert [[h.tokens for h in c] for c in greedy] == [[h.tokens] for h in decode(model, batch, beam_size=1)]
+
+
+# <eos> at once (0.3), then A <eos> (0.7 · 0.35): two short sentences finish first, and A B <eos> (0.455) last.
+LATE_BEST = {BOS: {EOS: 0.3, A: 0.7}, A: {EOS: 0.35, B_: 0.65}, B_: {EOS: 1.0}}
+
+
+def test_patience_stops_at_the_first_finished_hypotheses_and_the_exact_stop_waits_for_the_best() -> None:
+    batch = toy_batch([3])
+    exact_decoder, patient_decoder, eager_decoder = MarkovDecoder(LATE_BEST), MarkovDecoder(LATE_BEST), MarkovDecoder(LATE_BEST)
+    exact = beam_search(exact_decoder, batch, beam_size=2, length_penalty_alpha=0.0)[0]
+    eager = beam_search(eager_decoder, batch, beam_size=2, length_penalty_alpha=0.0, patience=1.0)[0]
+    patient = beam_search(patient_decoder, batch, beam_size=2, length_penalty_alpha=0.0, patience=2.0)[0]
+    assert exact.tokens == patient.tokens == [A, B_] and exact.score == pytest.approx(math.log(0.455), abs=1e-5)
+    assert eager.tokens == [] and eager.score == pytest.approx(math.log(0.3), abs=1e-5)
+    assert eager_decoder.calls == 2 < exact_decoder.calls == 3
+
+
+def test_patience_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="patience"):
+        beam_search(MarkovDecoder(LATE_BEST), toy_batch([3]), beam_size=2, patience=0.0)

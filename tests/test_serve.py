@@ -71,15 +71,17 @@ def cli_output(args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch:
     return capsys.readouterr().out
 
 
-@pytest.mark.parametrize("beam", [1, 3])
-def test_translate_equals_seqlab_translate(client: TestClient, runs: dict[str, Path], beam: int,
+@pytest.mark.parametrize(("beam", "patience"), [(1, None), (3, None), (3, 1.0)])
+def test_translate_equals_seqlab_translate(client: TestClient, runs: dict[str, Path], beam: int, patience: float | None,
                                            capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    expected = cli_output(["translate", str(runs["mt"]), "--beam", str(beam)], capsys, monkeypatch,
+    stop = [] if patience is None else ["--patience", str(patience)]
+    expected = cli_output(["translate", str(runs["mt"]), "--beam", str(beam), *stop], capsys, monkeypatch,
                           "\n".join(SENTENCES) + "\n").split("\n")[:-1]
-    response = client.post("/v1/translate", json={"model": "mt", "texts": SENTENCES, "beam": beam})
+    options = {"beam": beam} if patience is None else {"beam": beam, "patience": patience}
+    response = client.post("/v1/translate", json={"model": "mt", "texts": SENTENCES, **options})
     assert response.status_code == 200
     assert [t["text"] for t in response.json()["translations"]] == expected
-    alone = [client.post("/v1/translate", json={"text": s, "beam": beam}).json()["translations"][0]["text"] for s in SENTENCES]
+    alone = [client.post("/v1/translate", json={"text": s, **options}).json()["translations"][0]["text"] for s in SENTENCES]
     assert alone == expected
 
 

@@ -82,6 +82,10 @@ def test_eval_prints_bleu_chrf_and_buckets(checkpoint: Path, tmp_path: Path, cap
     records = [json.loads(line) for line in hypotheses.read_text(encoding="utf-8").splitlines()]
     assert [r["reference"] for r in records] == ["nemo raku ulo pirra vidi", "pelo dormu"]
     assert 0 <= json.loads(scores.read_text())["bleu"] <= 100
+    code, out, _ = run_cli(["eval", str(checkpoint), "--src", str(src), "--ref", str(ref), "--beam", "2",
+                            "--patience", "1", "--json", str(scores)], capsys, monkeypatch)
+    assert code == 0 and "beam 2, length penalty 0.6, patience 1.0" in out
+    assert json.loads(scores.read_text())["patience"] == 1.0
     ref.write_text("only one line\n", encoding="utf-8")
     code, _, err = run_cli(["eval", str(checkpoint), "--src", str(src), "--ref", str(ref)], capsys, monkeypatch)
     assert code == 2 and "has 2 lines" in err and "has 1" in err

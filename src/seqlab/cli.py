@@ -123,6 +123,9 @@ def _check_decoding(args: argparse.Namespace) -> None:
         raise UserError(f"--max-src-len must be at least 1, got {args.max_src_len}.")
     if not 0 <= args.length_penalty <= 10:
         raise UserError(f"--length-penalty must be a number from 0 to 10, got {args.length_penalty}.")
+    if args.patience is not None and not 0 < args.patience <= 10:
+        raise UserError(f"--patience must be a number above 0 and at most 10 (1: stop at the first beam-size "
+                        f"finished hypotheses), got {args.patience}.")
 
 
 def _write_heatmaps(translations: list, folder: Path, first_line: int) -> int:
@@ -145,7 +148,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         raise UserError(f"--attention-dir {folder} is a file; give a directory for the heatmaps.")
     translator = Translator.from_checkpoint(args.checkpoint, device=args.device, quantize=args.quantize)
     options = dict(beam_size=args.beam, length_penalty=args.length_penalty, batch_size=args.batch_size, max_src_len=args.max_src_len,
-                   attention=folder is not None)  # attention rows only for heatmaps: decoding is faster without
+                   patience=args.patience, attention=folder is not None)  # attention rows only for heatmaps: decoding is faster without
     interactive = args.input is None and sys.stdin.isatty()
     chunks = ([line] for line in _stdin_lines()) if interactive else [_read_text_lines(args.input)]
     number, heatmaps = 1, 0
@@ -176,20 +179,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     sources, references = [s for s, _ in pairs], [r for _, r in pairs]
     began = time.perf_counter()
     translations = translator.translate(sources, beam_size=args.beam, length_penalty=args.length_penalty,
-                                        batch_size=args.batch_size, max_src_len=args.max_src_len, attention=False)
+                                        batch_size=args.batch_size, max_src_len=args.max_src_len, attention=False,
+                                        patience=args.patience)
     seconds = time.perf_counter() - began
     hypotheses = [t.text for t in translations]
     tokenize = args.tokenize or translator.codecs.bleu_tokenize
     lengths = [len(t.source_tokens) - 1 if t.source_tokens else 0 for t in translations]
     scores = score_translations(hypotheses, references, lengths, tokenize=tokenize, lowercase=args.lowercase)
     print(scores.summary())
-    search = "greedy" if args.beam == 1 else f"beam {args.beam}, length penalty {args.length_penalty}"
+    search = "greedy" if args.beam == 1 else f"beam {args.beam}, length penalty {args.length_penalty}" + (
+        f", patience {args.patience}" if args.patience is not None else "")
     print(f"decoding: {search}; {len(sources)} sentences in {seconds:.1f} s")
     if args.hypotheses:
         save_hypotheses(args.hypotheses, sources, hypotheses, references, tokenize)
         print(f"per-sentence hypotheses: {args.hypotheses}")
     if args.json:
-        Path(args.json).write_text(json.dumps({**scores.to_dict(), "beam": args.beam, "seconds": seconds}, indent=1))
+        Path(args.json).write_text(json.dumps({**scores.to_dict(), "beam": args.beam, "patience": args.patience, "seconds": seconds}, indent=1))
     return 0
 
 
@@ -297,6 +302,9 @@ def _add_decoding_options(command: argparse.ArgumentParser) -> None:
     group = command.add_argument_group("decoding")
     group.add_argument("--beam", type=int, default=1, help="beam size; 1 = greedy (default)")
     group.add_argument("--length-penalty", type=float, default=0.6, help="α of Wu et al. 2016 (default 0.6)")
+    group.add_argument("--patience", type=float,
+                       help="stop a sentence's beam once round(P · beam) hypotheses end, as fairseq and CTranslate2 "
+                            "do (faster; default: once no live hypothesis can still win)")
     group.add_argument("--batch-size", type=int, default=64, help="sentences decoded together (default 64)")
     group.add_argument("--max-src-len", type=int, help="longest source line in tokens (default: the training limit)")
     group.add_argument("--device", default="cpu")

@@ -211,11 +211,12 @@ class CTranslate2Translator:
 
     def translate(
         self, lines: Sequence[str], beam_size: int = 1, length_penalty: float = 1.0, batch_size: int = 64,
-        max_len_ratio: float = 1.5, max_len_offset: int = 5,
+        max_len_ratio: float = 1.5, max_len_offset: int = 5, patience: float = 1.0,
     ) -> list[CT2Translation]:
         """Translate `lines` in batches of similar length, as seqlab's Translator does; results in input order.
 
-        CTranslate2 ranks beam hypotheses by log P / |Y|^length_penalty (seqlab: Wu et al.'s lp(Y)). Its
+        CTranslate2 ranks beam hypotheses by log P / |Y|^length_penalty (seqlab: Wu et al.'s lp(Y)) and stops a
+        sentence once round(patience · beam_size) hypotheses have finished (seqlab's `patience`). Its
         length limit is one per batch: seqlab's limit for the batch's longest sentence, ⌊ratio · source⌋ +
         offset tokens with <eos>; each hypothesis is then cut to its own sentence's limit, which gives
         exactly seqlab's greedy output where seqlab forces <eos> (the score stays CTranslate2's). <eos> may come
@@ -229,7 +230,7 @@ class CTranslate2Translator:
             rows = order[start : start + batch_size]
             longest = max(len(sources[i]) for i in rows) + 1  # + <eos>
             outputs = self.engine.translate_batch(
-                [sources[i] for i in rows], beam_size=beam_size, length_penalty=length_penalty,
+                [sources[i] for i in rows], beam_size=beam_size, length_penalty=length_penalty, patience=patience,
                 max_decoding_length=int(longest * max_len_ratio) + max_len_offset, min_decoding_length=0,
                 return_scores=True,
             )

@@ -6,7 +6,9 @@ every sentence; a prefix that ends in <eos> is set aside and ranked by s(Y) = lo
 the length penalty lp(Y) = (5 + |Y|)^α / 6^α. A sentence stops once it holds `beam_size` finished
 hypotheses and no live prefix can still beat the worst of them (log-probabilities only fall as a
 prefix grows), or at its length limit ⌊ratio · source length⌋ + offset, where <eos> is forced (a
-language model has no source: `max_len_offset` tokens at most). `beam_search_n_best` returns the
+language model has no source: `max_len_offset` tokens at most). With a `patience` factor p (Kasai et al.
+2022), a sentence stops instead as soon as round(p · beam_size) hypotheses have finished, as fairseq and
+CTranslate2 do (p = 1: the first beam_size); faster, and it may miss a better hypothesis still live. `beam_search_n_best` returns the
 `n_best` ≤ `beam_size` best finished hypotheses of every sentence by s(Y); the first is `beam_search`'s.
 """
 
@@ -101,9 +103,11 @@ def beam_search(
     length_penalty_alpha: float = 0.6,
     max_len_ratio: float = 1.5,
     max_len_offset: int = 5,
+    patience: float | None = None,
 ) -> list[Hypothesis]:
     """The best hypothesis of each sentence by beam search."""
-    found = beam_search_n_best(model, batch, beam_size, length_penalty_alpha, max_len_ratio, max_len_offset)
+    found = beam_search_n_best(model, batch, beam_size, length_penalty_alpha, max_len_ratio, max_len_offset,
+                               patience=patience)
     return [candidates[0] for candidates in found]
 
 
@@ -117,13 +121,18 @@ def beam_search_n_best(
     max_len_offset: int = 5,
     n_best: int = 1,
     attention: bool = True,
+    patience: float | None = None,
 ) -> list[list[Hypothesis]]:
     """The `n_best` best finished hypotheses of each sentence, best first by s(Y) (fewer if fewer finished;
     an empty one with score −∞ if none did); all sentences and beams decode as one batch of rows,
-    row = sentence · K + beam. With `attention=False` the hypotheses carry no attention rows (faster)."""
+    row = sentence · K + beam. With `attention=False` the hypotheses carry no attention rows (faster);
+    with `patience` p a sentence stops once round(p · K) (at least `n_best`) hypotheses have finished."""
     K, alpha = beam_size, length_penalty_alpha
     if not 1 <= n_best <= K:
         raise ValueError(f"n_best must be from 1 to beam_size ({K}), got {n_best}")
+    if patience is not None and not patience > 0:
+        raise ValueError(f"patience must be a positive number (or None for the exact stop), got {patience}")
+    enough = None if patience is None else max(n_best, round(patience * K))  # finished hypotheses that end a sentence
     with evaluating(model):
         memory, state, tokens = begin(model, batch)
         size, device = tokens.shape[0], tokens.device
@@ -173,7 +182,8 @@ def beam_search_n_best(
             if width < K:
                 memory, width = select_rows(memory, torch.arange(n * K, device=device) // K), K
             going = torch.tensor([
-                not _sentence_done(kept[s], best, t + 1, int(limit[s]), K, alpha)
+                not (_sentence_done(kept[s], best, t + 1, int(limit[s]), K, alpha) if enough is None
+                     else t + 1 >= int(limit[s]) or len(finished[s]) >= enough)
                 for s, best in zip(sentences.tolist(), scores.max(dim=1).values.tolist())
             ])
             if not bool(going.any()):
@@ -229,22 +239,23 @@ def _sentence_done(kept: list[float], best_live: float, length: int, limit: int,
 
 def decode(
     model: nn.Module, batch: Batch, beam_size: int = 1, length_penalty_alpha: float = 0.6,
-    max_len_ratio: float = 1.5, max_len_offset: int = 5, attention: bool = True,
+    max_len_ratio: float = 1.5, max_len_offset: int = 5, attention: bool = True, patience: float | None = None,
 ) -> list[Hypothesis]:
     """Greedy search for beam size 1, beam search otherwise."""
     return [found[0] for found in decode_n_best(model, batch, beam_size, length_penalty_alpha, max_len_ratio,
-                                                max_len_offset, attention=attention)]
+                                                max_len_offset, attention=attention, patience=patience)]
 
 
 def decode_n_best(
     model: nn.Module, batch: Batch, beam_size: int = 1, length_penalty_alpha: float = 0.6,
     max_len_ratio: float = 1.5, max_len_offset: int = 5, n_best: int = 1, attention: bool = True,
+    patience: float | None = None,
 ) -> list[list[Hypothesis]]:
     """`decode`, with the `n_best` best hypotheses of each sentence (best first; greedy search has one);
-    `attention=False`: without attention rows."""
+    `attention=False`: without attention rows; `patience`: beam search's stop (see `beam_search_n_best`)."""
     if beam_size <= 1:
         if n_best != 1:
             raise ValueError(f"n_best must be 1 for greedy search (beam_size 1), got {n_best}")
         return [[hypothesis] for hypothesis in greedy_search(model, batch, max_len_ratio, max_len_offset, attention)]
     return beam_search_n_best(model, batch, beam_size, length_penalty_alpha, max_len_ratio, max_len_offset, n_best,
-                              attention)
+                              attention, patience)

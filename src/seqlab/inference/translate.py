@@ -122,12 +122,16 @@ class Translator:
     def translate(
         self, lines: Sequence[str], beam_size: int = 1, length_penalty: float = 0.6, batch_size: int = 64,
         max_src_len: int | None = None, max_len_ratio: float = 1.5, max_len_offset: int = 5, first_line: int = 1,
-        n_best: int | None = None, attention: bool = True,
+        n_best: int | None = None, attention: bool = True, patience: float | None = None,
     ) -> list[Translation]:
         """Translate `lines` in batches of similar length; results in input order. With `n_best` (≤ the beam),
         each Translation's `candidates` also holds the n best hypotheses of the beam (ranked by the
         length-normalised score; the first is the translation). `attention=False` leaves every
-        Translation's `attention` None and decodes faster."""
+        Translation's `attention` None and decodes faster. `patience` p stops a sentence's beam search
+        once round(p · beam) hypotheses have finished (None: once no live one can win; `beam_search_n_best`)."""
+        if patience is not None and not patience > 0:
+            raise UserError(f"patience is {patience}; it must be a positive number (1 stops at the first beam-size "
+                            "finished hypotheses), or left unset for the exact stop.")
         if n_best is not None and not 1 <= n_best <= max(beam_size, 1):
             raise UserError(f"n_best is {n_best}; it must be from 1 to the beam size ({max(beam_size, 1)}): "
                             "ask for fewer candidates or a wider beam.")
@@ -149,7 +153,7 @@ class Translator:
             batch = collate([encoded[i] for i in rows], [[] for _ in rows])
             batch = {key: value.to(self.device) for key, value in batch.items()}
             found = decode_n_best(self.model, batch, beam_size, length_penalty, max_len_ratio, max_len_offset, n_best or 1,
-                                  attention)
+                                  attention, patience)
             for row, hypotheses in zip(rows, found):
                 hypothesis = hypotheses[0]
                 source_vocab, target_vocab = self.codecs.source.vocab, self.codecs.target.vocab

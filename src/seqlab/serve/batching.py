@@ -53,6 +53,7 @@ class SearchOptions:
     length_penalty: float = 0.6
     max_len_ratio: float = 1.5
     max_len_offset: int = 5
+    patience: float | None = None
 
 
 @dataclass
@@ -160,4 +161,5 @@ class TranslateBatcher:
             lines, beam_size=options.beam_size, length_penalty=options.length_penalty,
             batch_size=max(self.max_sentences, 1),
             max_len_ratio=options.max_len_ratio, max_len_offset=options.max_len_offset, n_best=n_best,
+            patience=options.patience,
         )

@@ -24,6 +24,8 @@ class TranslateRequest(_Request):
     texts: list[str] | None = Field(None, description="several source sentences, translated together")
     beam: int = Field(1, ge=1, description="beam size; 1 = greedy search")
     length_penalty: float = Field(0.6, ge=0.0, le=5.0, description="α of Wu et al. 2016, eq. 14 (beam search)")
+    patience: float | None = Field(None, gt=0.0, le=10.0, description="stop each text's beam once round(patience · "
+                                   "beam) hypotheses have finished; default: once none still live can win")
     max_len: int | None = Field(None, ge=1, description="most target tokens (with <eos>); default ⌊1.5 · source length⌋ + 5")
     return_attention: bool = Field(False, description="also return the attention rows (one per target token)")
     n_best: int = Field(1, ge=1, description="beam candidates to return per text, best first (at most `beam`)")
