@@ -8,8 +8,9 @@ hypotheses and no live prefix can still beat the worst of them (log-probabilitie
 prefix grows), or at its length limit ⌊ratio · source length⌋ + offset, where <eos> is forced (a
 language model has no source: `max_len_offset` tokens at most). With a `patience` factor p (Kasai et al.
 2022), a sentence stops instead as soon as round(p · beam_size) hypotheses have finished, as fairseq and
-CTranslate2 do (p = 1: the first beam_size); faster, and it may miss a better hypothesis still live. `beam_search_n_best` returns the
-`n_best` ≤ `beam_size` best finished hypotheses of every sentence by s(Y); the first is `beam_search`'s.
+CTranslate2 do (p = 1: the first beam_size); faster, and it may miss a better hypothesis still live.
+`beam_search_n_best` returns the `n_best` ≤ `beam_size` best finished hypotheses of every sentence by
+s(Y); the first is `beam_search`'s.
 """
 
 from __future__ import annotations
@@ -182,8 +183,7 @@ def beam_search_n_best(
             if width < K:
                 memory, width = select_rows(memory, torch.arange(n * K, device=device) // K), K
             going = torch.tensor([
-                not (_sentence_done(kept[s], best, t + 1, int(limit[s]), K, alpha) if enough is None
-                     else t + 1 >= int(limit[s]) or len(finished[s]) >= enough)
+                not _sentence_done(kept[s], best, t + 1, int(limit[s]), K, alpha, len(finished[s]), enough)
                 for s, best in zip(sentences.tolist(), scores.max(dim=1).values.tolist())
             ])
             if not bool(going.any()):
@@ -224,11 +224,17 @@ def _keep_best(best: list[float], normalized: float, K: int) -> None:
         heapq.heapreplace(best, normalized)
 
 
-def _sentence_done(kept: list[float], best_live: float, length: int, limit: int, K: int, alpha: float) -> bool:
-    """True when no live prefix (the best with log P `best_live`) can still enter the K best finished
-    hypotheses (`kept`, a min-heap of their s(Y)), or the length limit is reached."""
+def _sentence_done(
+    kept: list[float], best_live: float, length: int, limit: int, K: int, alpha: float, finished: int,
+    enough: int | None,
+) -> bool:
+    """True at the length limit; with a patience stop (`enough` not None), once `finished` hypotheses ≥ `enough`;
+    otherwise when no live prefix (the best with log P `best_live`) can still enter the K best finished
+    hypotheses (`kept`, a min-heap of their s(Y))."""
     if length >= limit:
         return True
+    if enough is not None:
+        return finished >= enough
     if best_live == float("-inf"):
         return True
     if len(kept) < K:
