@@ -479,6 +479,20 @@ def test_page_translates_draws_the_heatmap_and_streams(served: dict[str, Any], m
             assert [[td.text for td in row.find_elements("tag name", "td")] for row in candidates] == [
                 [str(rank), c["text"], f"{c['score']:.3f}"] for rank, c in enumerate(expected["candidates"], start=1)]
             assert len(candidates) > 1
+
+            patient = httpx.post(f"{url}/v1/translate", json={"text": SENTENCES[0], "beam": 4, "n_best": 4,
+                                                               "patience": 1}).json()["translations"][0]
+            driver.execute_script("""
+                window.sent = []; const send = window.fetch;
+                window.fetch = (path, options) => { if (options && options.body) window.sent.push(JSON.parse(options.body));
+                                                    return send(path, options); };""")
+            driver.find_element("id", "patience").send_keys("1")
+            driver.find_element("id", "translate").click()
+            wait.until(lambda d: d.execute_script("return window.sent.length") == 1)
+            assert driver.execute_script("return window.sent[0]")["patience"] == 1
+            wait.until(lambda d: [[td.text for td in row.find_elements("tag name", "td")] for row in d.find_elements(
+                "css selector", "#candidates tr.candidate")] == [
+                [str(rank), c["text"], f"{c['score']:.3f}"] for rank, c in enumerate(patient["candidates"], start=1)])
             folder = Path(os.environ.get("SEQLAB_TEST_ARTIFACTS", tmp_path))
             folder.mkdir(parents=True, exist_ok=True)
             assert driver.save_screenshot(str(folder / "serve_translate.png"))
