@@ -258,26 +258,22 @@ def lm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
-@pytest.mark.parametrize("beam", ["0", "-2"])
-def test_eval_refuses_a_beam_below_one_like_translate(translator_run: Path, tmp_path: Path, capsys, beam: str):
+@pytest.mark.parametrize(("options", "message"), [
+    (["--beam", "0"], "--beam must be at least 1 (1 = greedy), got 0"),
+    (["--beam", "-2"], "--beam must be at least 1 (1 = greedy), got -2"),
+    (["--beam", "3", "--patience", "0"], "--patience must be a number above 0 and at most 10"),
+    (["--beam", "3", "--patience", "-1"], "--patience must be a number above 0 and at most 10"),
+    (["--beam", "3", "--patience", "11"], "--patience must be a number above 0 and at most 10"),
+])
+def test_eval_and_translate_refuse_bad_decoding_options_alike(translator_run: Path, tmp_path: Path, capsys,
+                                                              options: list[str], message: str):
     src, ref = tmp_path / "src.txt", tmp_path / "ref.txt"
     src.write_text("a\n")
     ref.write_text("a\n")
     for command in (["eval", str(translator_run), "--src", str(src), "--ref", str(ref)],
                     ["translate", str(translator_run), "--input", str(src)]):
-        assert cli.main([*command, "--beam", beam]) == 2
-        assert f"--beam must be at least 1 (1 = greedy), got {beam}" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("patience", ["0", "-1", "11"])
-def test_eval_and_translate_refuse_a_patience_out_of_range(translator_run: Path, tmp_path: Path, capsys, patience: str):
-    src, ref = tmp_path / "src.txt", tmp_path / "ref.txt"
-    src.write_text("a\n")
-    ref.write_text("a\n")
-    for command in (["eval", str(translator_run), "--src", str(src), "--ref", str(ref)],
-                    ["translate", str(translator_run), "--input", str(src)]):
-        assert cli.main([*command, "--beam", "3", "--patience", patience]) == 2
-        assert "--patience must be a number above 0 and at most 10" in capsys.readouterr().err
+        assert cli.main([*command, *options]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_binary_junk_on_stdin_gets_the_same_utf8_error_as_a_file(translator_run: Path, tmp_path: Path):

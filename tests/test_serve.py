@@ -453,8 +453,20 @@ def test_streamed_tokens_arrive_as_they_are_produced(served: dict[str, Any], mon
 
 
 @pytest.mark.browser
+def candidate_rows(driver: Any) -> list[list[str]]:
+    """The page's table of beam candidates, cell by cell."""
+    return [[td.text for td in row.find_elements("tag name", "td")]
+            for row in driver.find_elements("css selector", "#candidates tr.candidate")]
+
+
+def table_of(translation: dict[str, Any]) -> list[list[str]]:
+    """The rows that table should show for an API translation: rank, text, log-probability."""
+    return [[str(rank), c["text"], f"{c['score']:.3f}"] for rank, c in enumerate(translation["candidates"], start=1)]
+
+
 def test_page_translates_draws_the_heatmap_and_streams(served: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
                                                        tmp_path: Path) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     driver = headless_chromium()
@@ -475,10 +487,7 @@ def test_page_translates_draws_the_heatmap_and_streams(served: dict[str, Any], m
             assert [r.get_attribute("data-token") for r in rows] == expected["tokens"]
             cells = driver.find_elements("css selector", "#heatmap g.heat-row:first-of-type rect")
             assert len(cells) == len(expected["source_tokens"])
-            candidates = driver.find_elements("css selector", "#candidates tr.candidate")
-            assert [[td.text for td in row.find_elements("tag name", "td")] for row in candidates] == [
-                [str(rank), c["text"], f"{c['score']:.3f}"] for rank, c in enumerate(expected["candidates"], start=1)]
-            assert len(candidates) > 1
+            assert candidate_rows(driver) == table_of(expected) and len(expected["candidates"]) > 1
 
             patient = httpx.post(f"{url}/v1/translate", json={"text": SENTENCES[0], "beam": 4, "n_best": 4,
                                                                "patience": 1}).json()["translations"][0]
@@ -490,9 +499,8 @@ def test_page_translates_draws_the_heatmap_and_streams(served: dict[str, Any], m
             driver.find_element("id", "translate").click()
             wait.until(lambda d: d.execute_script("return window.sent.length") == 1)
             assert driver.execute_script("return window.sent[0]")["patience"] == 1
-            wait.until(lambda d: [[td.text for td in row.find_elements("tag name", "td")] for row in d.find_elements(
-                "css selector", "#candidates tr.candidate")] == [
-                [str(rank), c["text"], f"{c['score']:.3f}"] for rank, c in enumerate(patient["candidates"], start=1)])
+            rerendered = WebDriverWait(driver, 20, ignored_exceptions=[StaleElementReferenceException])  # table redrawn
+            rerendered.until(lambda d: candidate_rows(d) == table_of(patient))
             folder = Path(os.environ.get("SEQLAB_TEST_ARTIFACTS", tmp_path))
             folder.mkdir(parents=True, exist_ok=True)
             assert driver.save_screenshot(str(folder / "serve_translate.png"))

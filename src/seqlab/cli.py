@@ -148,7 +148,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
         raise UserError(f"--attention-dir {folder} is a file; give a directory for the heatmaps.")
     translator = Translator.from_checkpoint(args.checkpoint, device=args.device, quantize=args.quantize)
     options = dict(beam_size=args.beam, length_penalty=args.length_penalty, batch_size=args.batch_size, max_src_len=args.max_src_len,
-                   patience=args.patience, attention=folder is not None)  # attention rows only for heatmaps: decoding is faster without
+                   patience=args.patience,
+                   attention=folder is not None)  # attention rows only for heatmaps: decoding is faster without
     interactive = args.input is None and sys.stdin.isatty()
     chunks = ([line] for line in _stdin_lines()) if interactive else [_read_text_lines(args.input)]
     number, heatmaps = 1, 0
@@ -187,14 +188,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     lengths = [len(t.source_tokens) - 1 if t.source_tokens else 0 for t in translations]
     scores = score_translations(hypotheses, references, lengths, tokenize=tokenize, lowercase=args.lowercase)
     print(scores.summary())
-    search = "greedy" if args.beam == 1 else f"beam {args.beam}, length penalty {args.length_penalty}" + (
-        f", patience {args.patience}" if args.patience is not None else "")
+    stop = "" if args.patience is None else f", patience {args.patience}"
+    search = "greedy" if args.beam == 1 else f"beam {args.beam}, length penalty {args.length_penalty}{stop}"
     print(f"decoding: {search}; {len(sources)} sentences in {seconds:.1f} s")
     if args.hypotheses:
         save_hypotheses(args.hypotheses, sources, hypotheses, references, tokenize)
         print(f"per-sentence hypotheses: {args.hypotheses}")
     if args.json:
-        Path(args.json).write_text(json.dumps({**scores.to_dict(), "beam": args.beam, "patience": args.patience, "seconds": seconds}, indent=1))
+        record = {**scores.to_dict(), "beam": args.beam, "patience": args.patience, "seconds": seconds}
+        Path(args.json).write_text(json.dumps(record, indent=1))
     return 0
 
 

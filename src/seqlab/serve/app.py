@@ -302,7 +302,7 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
                 raise ApiError(422, "limit_exceeded", f"text {index} has {length} source tokens; this model was "
                                f"trained on at most {codecs.max_len} (max_src_len): split it.", "max_src_len")
         options = SearchOptions(request.beam, request.length_penalty, *(
-            (0.0, request.max_len) if request.max_len is not None else (1.5, 5)), request.patience)
+            (0.0, request.max_len) if request.max_len is not None else (1.5, 5)), patience=request.patience)
         if not lines:
             return TranslateResponse(model=served.name, translations=[], timings=TranslateTimings(
                 queue_ms=0.0, compute_ms=0.0, total_ms=0.0, batch_requests=0, batch_sentences=0))
