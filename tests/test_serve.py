@@ -452,7 +452,6 @@ def test_streamed_tokens_arrive_as_they_are_produced(served: dict[str, Any], mon
 # --- the page in headless Chromium --------------------------------------------------------------------
 
 
-@pytest.mark.browser
 def candidate_rows(driver: Any) -> list[list[str]]:
     """The page's table of beam candidates, cell by cell."""
     return [[td.text for td in row.find_elements("tag name", "td")]
@@ -464,6 +463,7 @@ def table_of(translation: dict[str, Any]) -> list[list[str]]:
     return [[str(rank), c["text"], f"{c['score']:.3f}"] for rank, c in enumerate(translation["candidates"], start=1)]
 
 
+@pytest.mark.browser
 def test_page_translates_draws_the_heatmap_and_streams(served: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
                                                        tmp_path: Path) -> None:
     from selenium.common.exceptions import StaleElementReferenceException
