@@ -17,7 +17,12 @@ of the pairs run back to back, printed with the lowest and highest of them. BLEU
 `seqlab eval` computes it. The goal (issue 14): seqlab's time within 1.5× of CTranslate2's at equal BLEU
 (±0.3).
 
-    python benchmarks/ctranslate2_decode.py /work/runs/t_ref --threads 1 --repeats 3
+With `--per-step`, it also times one float32 greedy step of each engine at 64, 8 and 1 live rows (the first rows
+of the middle batch): every row decodes a forced number of steps (CTranslate2: min = max decoding length;
+seqlab: `model.step` fed its own argmax, no row stopping), and a step's time is the difference between 31 and
+11 forced steps, over 20, the median of `--repeats` samples each; encoding cancels out.
+
+    python benchmarks/ctranslate2_decode.py /work/runs/t_ref --threads 1 --repeats 3 [--per-step]
 """
 
 from __future__ import annotations
@@ -32,10 +37,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from seqlab.data.parallel import read_parallel
+from seqlab.data.base import Batch
+from seqlab.data.batching import collate
+from seqlab.data.parallel import TranslationCodecs, read_parallel
 from seqlab.errors import report_user_errors
 from seqlab.evaluation.bleu import score_translations
 from seqlab.inference.export import (
@@ -43,6 +51,7 @@ from seqlab.inference.export import (
     load_transformer,
     save_ctranslate2,
 )
+from seqlab.inference.decoding import begin, evaluating
 from seqlab.inference.translate import Translator
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k" / "tok"
@@ -75,6 +84,46 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def seqlab_forced_steps(model: torch.nn.Module, batch: Batch, steps: int) -> None:
+    """`steps` greedy steps of every row of `batch`, none stopping at <eos>."""
+    with torch.no_grad(), evaluating(model):
+        memory, state, tokens = begin(model, batch)
+        for _ in range(steps):
+            logits, state, _ = model.step(memory, state, tokens)
+            tokens = logits.argmax(-1)
+
+
+def per_step_seconds(decode: Callable[[int], object], repeats: int, short: int = 11, long: int = 31) -> float:
+    """A step's time: (median time of `long` forced steps − that of `short`) / (long − short)."""
+    def median_time(steps: int) -> float:
+        decode(steps)  # warm-up
+        samples = []
+        for _ in range(repeats):
+            began = time.perf_counter()
+            decode(steps)
+            samples.append(time.perf_counter() - began)
+        return statistics.median(samples)
+
+    return (median_time(long) - median_time(short)) / (long - short)
+
+
+def per_step_rows(model: torch.nn.Module, codecs: TranslationCodecs, ct2_fp32: CTranslate2Translator,
+                  sources: list[str], args: argparse.Namespace) -> list[tuple[int, float, float]]:
+    """(live rows, seqlab's seconds a step, CTranslate2's) at 64, 8 and 1 rows of the middle batch by length."""
+    by_length = sorted(range(len(sources)), key=lambda i: len(sources[i].split()))
+    middle = by_length[len(sources) // 2 :][: args.batch_size]
+    encoded = [codecs.source.encode(sources[i]) for i in middle]
+    tokens = [ct2_fp32.codecs.source.tokens(sources[i]) for i in middle]
+    found = []
+    for rows in (64, 8, 1):
+        batch = collate(encoded[:rows], [[] for _ in encoded[:rows]])
+        ours = per_step_seconds(lambda n: seqlab_forced_steps(model, batch, n), args.repeats)
+        theirs = per_step_seconds(lambda n: ct2_fp32.engine.translate_batch(
+            tokens[:rows], beam_size=1, max_decoding_length=n, min_decoding_length=n), args.repeats)
+        found.append((rows, ours, theirs))
+    return found
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a Transformer checkpoint directory, or a run directory")
@@ -92,6 +141,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--src", type=Path, default=DATA / "test_2016_flickr.lc.norm.tok.de")
     parser.add_argument("--ref", type=Path, default=DATA / "test_2016_flickr.lc.norm.tok.en")
     parser.add_argument("--limit", type=int, help="only the first N test sentences (a smoke run)")
+    parser.add_argument("--per-step", action="store_true",
+                        help="also time one greedy step of each engine at 64, 8 and 1 live rows (fp32)")
     parser.add_argument("--repeats", type=int, default=3, help="timed translations of the test set per engine and "
                         "setting, taken in turn with the other engine's (default 3)")
     args = parser.parse_args(argv)
@@ -141,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                     bleu = score_translations(hypotheses[engine], references, tokenize=codecs.bleu_tokenize).bleu
                     rows.append(Row(engine, precision, beam, samples[engine], len(sources), bleu))
                     print(rows[-1].line(), flush=True)
+        step_rows = per_step_rows(model, codecs, ct2["fp32"], sources, args) if args.per_step else []
     load_after = os.getloadavg()
 
     print(f"\ncheckpoint {args.checkpoint}; {sum(p.numel() for p in model.parameters()):,} parameters; "
@@ -159,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         met = "met" if ratio <= 1.5 and abs(gap) <= 0.3 else "not met"
         search = "greedy" if ours.beam == 1 else f"beam {ours.beam}"
         print(f"| {ours.precision} | {search} | {ratio:.2f}× | {min(ratios):.2f}× – {max(ratios):.2f}× | {gap:+.2f} | {met} |")
+    if step_rows:
+        print("\n| live rows | seqlab ms / step | CTranslate2 ms / step | ratio |\n| --- | --- | --- | --- |")
+        for rows, ours, theirs in step_rows:
+            print(f"| {rows} | {ours * 1e3:.2f} | {theirs * 1e3:.2f} | {ours / theirs:.2f}× |")
     print("reproduce: python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]))
     return 0
 
