@@ -17,10 +17,11 @@ of the pairs run back to back, printed with the lowest and highest of them. BLEU
 `seqlab eval` computes it. The goal (issue 14): seqlab's time within 1.5× of CTranslate2's at equal BLEU
 (±0.3).
 
-With `--per-step`, it also times one float32 greedy step of each engine at 64, 8 and 1 live rows (the first rows
-of the middle batch): every row decodes a forced number of steps (CTranslate2: min = max decoding length;
-seqlab: `model.step` fed its own argmax, no row stopping), and a step's time is the difference between 31 and
-11 forced steps, over 20, the median of `--repeats` samples each; encoding cancels out.
+With `--per-step`, it also times one float32 greedy step of each engine at a full batch (64), 8 and 1 live
+rows (the first rows of the middle batch by source length): every row decodes a forced number of steps
+(CTranslate2: min = max decoding length; seqlab: `model.step` fed its own argmax, no row stopping), and a step's
+time is the difference between 31 and 11 forced steps, over 20, each the median of `--repeats` samples taken in
+turn; encoding cancels out.
 
     python benchmarks/ctranslate2_decode.py /work/runs/t_ref --threads 1 --repeats 3 [--per-step]
 """
@@ -44,6 +45,7 @@ import torch
 from seqlab.data.base import Batch
 from seqlab.data.batching import collate
 from seqlab.data.parallel import TranslationCodecs, read_parallel
+from seqlab.diagnostics.profile import median_times
 from seqlab.errors import report_user_errors
 from seqlab.evaluation.bleu import score_translations
 from seqlab.inference.export import (
@@ -94,29 +96,23 @@ def seqlab_forced_steps(model: torch.nn.Module, batch: Batch, steps: int) -> Non
 
 
 def per_step_seconds(decode: Callable[[int], object], repeats: int, short: int = 11, long: int = 31) -> float:
-    """A step's time: (median time of `long` forced steps − that of `short`) / (long − short)."""
-    def median_time(steps: int) -> float:
-        decode(steps)  # warm-up
-        samples = []
-        for _ in range(repeats):
-            began = time.perf_counter()
-            decode(steps)
-            samples.append(time.perf_counter() - began)
-        return statistics.median(samples)
-
-    return (median_time(long) - median_time(short)) / (long - short)
+    """A step's time: (median time of `long` forced steps − that of `short`) / (long − short), sampled in turn."""
+    times = median_times({long: lambda: decode(long), short: lambda: decode(short)}, repeats=repeats)
+    return (times[long] - times[short]) / (long - short)
 
 
 def per_step_rows(model: torch.nn.Module, codecs: TranslationCodecs, ct2_fp32: CTranslate2Translator,
                   sources: list[str], args: argparse.Namespace) -> list[tuple[int, float, float]]:
-    """(live rows, seqlab's seconds a step, CTranslate2's) at 64, 8 and 1 rows of the middle batch by length."""
-    by_length = sorted(range(len(sources)), key=lambda i: len(sources[i].split()))
+    """(live rows, seqlab's seconds a step, CTranslate2's) at a full batch, 8 rows and 1 row of the middle batch
+    by source length."""
+    encoded = [codecs.source.encode(line) for line in sources]
+    by_length = sorted(range(len(sources)), key=lambda i: len(encoded[i]))
     middle = by_length[len(sources) // 2 :][: args.batch_size]
-    encoded = [codecs.source.encode(sources[i]) for i in middle]
+    ids = [encoded[i] for i in middle]
     tokens = [ct2_fp32.codecs.source.tokens(sources[i]) for i in middle]
     found = []
-    for rows in (64, 8, 1):
-        batch = collate(encoded[:rows], [[] for _ in encoded[:rows]])
+    for rows in (len(middle), min(8, len(middle)), 1):
+        batch = collate(ids[:rows], [[] for _ in ids[:rows]])
         ours = per_step_seconds(lambda n: seqlab_forced_steps(model, batch, n), args.repeats)
         theirs = per_step_seconds(lambda n: ct2_fp32.engine.translate_batch(
             tokens[:rows], beam_size=1, max_decoding_length=n, min_decoding_length=n), args.repeats)
@@ -142,7 +138,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ref", type=Path, default=DATA / "test_2016_flickr.lc.norm.tok.en")
     parser.add_argument("--limit", type=int, help="only the first N test sentences (a smoke run)")
     parser.add_argument("--per-step", action="store_true",
-                        help="also time one greedy step of each engine at 64, 8 and 1 live rows (fp32)")
+                        help="also time one greedy step of each engine at a full batch, 8 and 1 live rows (fp32)")
     parser.add_argument("--repeats", type=int, default=3, help="timed translations of the test set per engine and "
                         "setting, taken in turn with the other engine's (default 3)")
     args = parser.parse_args(argv)
