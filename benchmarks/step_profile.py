@@ -13,6 +13,14 @@ self time of the ATen operators in it:
 - other operators (element-wise, reductions, indexing, embedding);
 - outside any operator: Python and framework overhead (the wall time no operator accounts for).
 
+The profiler changes what it measures: the operators that write the large loss tensors (batch tokens ×
+vocabulary: log-softmax, its backward, the gradient's fill and add) read 3-12 times slower under it than
+without it on a 2-core AMD EPYC (issue 14). So before profiling the script times N steps without the profiler,
+split into phases by clocks at the model's forward hooks, a gradient hook on its output and the optimiser's
+step hooks: the forward pass, the loss (its forward and the backward as far as the model's output), the
+model's backward with gradient clipping, the optimiser step, and the rest (building the batch, logging).
+The unprofiled throughput behind the model FLOP/s is taken from the same steps, before any profiling.
+
 It then compares the run's model FLOP/s (matrix multiplies only, as `multi30k_budget.py --flops` counts them)
 with a 1024 × 1024 GEMM in the same precision, measured in the same process.
 
@@ -26,7 +34,9 @@ import argparse
 import sys
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
@@ -69,6 +79,54 @@ def scope_self_time(events: list, scope: str) -> float:
                 total += child.self_cpu_time_total
                 stack.extend(child.cpu_children)
     return total
+
+
+PHASES = ("forward", "loss (forward, and backward to the model's output)", "model backward and clipping",
+          "optimiser step", "the rest (batch, logging)")
+
+
+@contextmanager
+def phase_clocks(trainer: Trainer) -> Iterator[dict[str, float]]:
+    """Seconds per phase (`PHASES`) of the training steps run inside the block, from clocks at hooks."""
+    seconds: dict[str, float] = defaultdict(float)
+    marks: dict[str, float] = {}
+
+    def output_grad_ready(grad: torch.Tensor) -> None:
+        marks["output grad"] = time.perf_counter()
+        seconds[PHASES[1]] += marks["output grad"] - marks["forward end"]
+
+    def backward_done(now: float) -> None:  # since the output's gradient (or, without one, the forward's end)
+        seconds[PHASES[2]] += now - marks.pop("output grad", marks["forward end"])
+
+    def forward_begins(module: torch.nn.Module, inputs: tuple) -> None:
+        marks["forward"] = time.perf_counter()
+        if "output grad" in marks:  # the previous micro-batch's backward
+            backward_done(marks["forward"])
+
+    def forward_ends(module: torch.nn.Module, inputs: tuple, output: object) -> None:
+        marks["forward end"] = time.perf_counter()
+        seconds[PHASES[0]] += marks["forward end"] - marks["forward"]
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            output.register_hook(output_grad_ready)
+
+    def step_begins(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        marks["step"] = time.perf_counter()
+        backward_done(marks["step"])
+
+    def step_ends(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        seconds[PHASES[3]] += time.perf_counter() - marks["step"]
+
+    handles = [trainer.module.register_forward_pre_hook(forward_begins),
+               trainer.module.register_forward_hook(forward_ends),
+               trainer.optimizer.register_step_pre_hook(step_begins),
+               trainer.optimizer.register_step_post_hook(step_ends)]
+    began = time.perf_counter()
+    try:
+        yield seconds
+    finally:
+        for handle in handles:
+            handle.remove()
+        seconds[PHASES[4]] = time.perf_counter() - began - sum(seconds[phase] for phase in PHASES[:4])
 
 
 def profile_steps(trainer: Trainer, first: int, steps: int) -> tuple[dict[str, float], float, float]:
@@ -117,15 +175,20 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(load_config(args.config, overrides))
     for step in range(args.warmup):
         trainer.train_step(step)
-    seconds, wall, profiled_targets = profile_steps(trainer, args.warmup, args.steps)
     print(f"config {args.config}; {torch.get_num_threads()} thread(s); precision {trainer.precision}; CPU: {cpu_summary()}")
-    print(f"{args.steps} profiled steps: {wall:.2f} s wall ({wall / args.steps * 1e3:.0f} ms per step)")
-    for group, value in sorted(seconds.items(), key=lambda item: -item[1]):
-        print(f"  {group:<42} {value:7.2f} s  {value / wall:6.1%}")
-    first = args.warmup + args.steps
     began = time.perf_counter()
-    targets = sum(trainer.train_step(step)["targets"] for step in range(first, first + args.steps))
-    targets_per_s = targets / (time.perf_counter() - began)
+    with phase_clocks(trainer) as phases:
+        targets = sum(trainer.train_step(step)["targets"] for step in range(args.warmup, args.warmup + args.steps))
+    unprofiled = time.perf_counter() - began
+    targets_per_s = targets / unprofiled
+    print(f"{args.steps} steps without the profiler: {unprofiled:.2f} s ({unprofiled / args.steps * 1e3:.0f} ms per step)")
+    for phase in PHASES:
+        print(f"  {phase:<52} {phases[phase]:7.2f} s  {phases[phase] / unprofiled:6.1%}")
+    first = args.warmup + args.steps
+    seconds, wall, profiled_targets = profile_steps(trainer, first, args.steps)
+    print(f"the next {args.steps} steps under torch.profiler: {wall:.2f} s wall ({wall / args.steps * 1e3:.0f} ms per step)")
+    for group, value in sorted(seconds.items(), key=lambda item: -item[1]):
+        print(f"  {group:<52} {value:7.2f} s  {value / wall:6.1%}")
     per_target = flops_per_target(trainer, first + args.steps, args.steps)
     model_flops = per_target * targets_per_s
     gemm_flops = per_target * profiled_targets / max(seconds["matrix multiplies"], 1e-9)
