@@ -17,7 +17,7 @@ of the pairs run back to back, printed with the lowest and highest of them. BLEU
 `seqlab eval` computes it. The goal (issue 14): seqlab's time within 1.5× of CTranslate2's at equal BLEU
 (±0.3).
 
-With `--per-step`, it also times one float32 greedy step of each engine at a full batch (64), 8 and 1 live
+With `--per-step`, it also times one greedy step of each engine, at each precision asked for, at a full batch (64), 8 and 1 live
 rows (the first rows of the middle batch by source length): every row decodes a forced number of steps
 (CTranslate2: min = max decoding length; seqlab: `model.step` fed its own argmax, no row stopping), and a step's
 time is the difference between 31 and 11 forced steps, over 20, each the median of `--repeats` samples taken in
@@ -101,22 +101,24 @@ def per_step_seconds(decode: Callable[[int], object], repeats: int, short: int =
     return (times[long] - times[short]) / (long - short)
 
 
-def per_step_rows(model: torch.nn.Module, codecs: TranslationCodecs, ct2_fp32: CTranslate2Translator,
-                  sources: list[str], args: argparse.Namespace) -> list[tuple[int, float, float]]:
-    """(live rows, seqlab's seconds a step, CTranslate2's) at a full batch, 8 rows and 1 row of the middle batch
-    by source length."""
+def per_step_rows(models: dict[str, torch.nn.Module], codecs: TranslationCodecs, ct2: dict[str, CTranslate2Translator],
+                  sources: list[str], args: argparse.Namespace) -> list[tuple[str, int, float, float]]:
+    """(precision, live rows, seqlab's seconds a step, CTranslate2's) for each precision asked for, at a full batch,
+    8 rows and 1 row of the middle batch by source length."""
     encoded = [codecs.source.encode(line) for line in sources]
     by_length = sorted(range(len(sources)), key=lambda i: len(encoded[i]))
     middle = by_length[len(sources) // 2 :][: args.batch_size]
     ids = [encoded[i] for i in middle]
-    tokens = [ct2_fp32.codecs.source.tokens(sources[i]) for i in middle]
     found = []
-    for rows in (len(middle), min(8, len(middle)), 1):
-        batch = collate(ids[:rows], [[] for _ in ids[:rows]])
-        ours = per_step_seconds(lambda n: seqlab_forced_steps(model, batch, n), args.repeats)
-        theirs = per_step_seconds(lambda n: ct2_fp32.engine.translate_batch(
-            tokens[:rows], beam_size=1, max_decoding_length=n, min_decoding_length=n), args.repeats)
-        found.append((rows, ours, theirs))
+    for precision in args.precisions:
+        model, engine = models[precision], ct2[precision]
+        tokens = [engine.codecs.source.tokens(sources[i]) for i in middle]
+        for rows in (len(middle), min(8, len(middle)), 1):
+            batch = collate(ids[:rows], [[] for _ in ids[:rows]])
+            ours = per_step_seconds(lambda n: seqlab_forced_steps(model, batch, n), args.repeats)
+            theirs = per_step_seconds(lambda n: engine.engine.translate_batch(
+                tokens[:rows], beam_size=1, max_decoding_length=n, min_decoding_length=n), args.repeats)
+            found.append((precision, rows, ours, theirs))
     return found
 
 
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                     bleu = score_translations(hypotheses[engine], references, tokenize=codecs.bleu_tokenize).bleu
                     rows.append(Row(engine, precision, beam, samples[engine], len(sources), bleu))
                     print(rows[-1].line(), flush=True)
-        step_rows = per_step_rows(model, codecs, ct2["fp32"], sources, args) if args.per_step else []
+        step_rows = per_step_rows({p: t.model for p, t in seqlab.items()}, codecs, ct2, sources, args) if args.per_step else []
     load_after = os.getloadavg()
 
     print(f"\ncheckpoint {args.checkpoint}; {sum(p.numel() for p in model.parameters()):,} parameters; "
@@ -208,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         search = "greedy" if ours.beam == 1 else f"beam {ours.beam}"
         print(f"| {ours.precision} | {search} | {ratio:.2f}× | {min(ratios):.2f}× – {max(ratios):.2f}× | {gap:+.2f} | {met} |")
     if step_rows:
-        print("\n| live rows | seqlab ms / step | CTranslate2 ms / step | ratio |\n| --- | --- | --- | --- |")
-        for rows, ours, theirs in step_rows:
-            print(f"| {rows} | {ours * 1e3:.2f} | {theirs * 1e3:.2f} | {ours / theirs:.2f}× |")
+        print("\n| precision | live rows | seqlab ms / step | CTranslate2 ms / step | ratio |\n| --- | --- | --- | --- | --- |")
+        for precision, rows, ours, theirs in step_rows:
+            print(f"| {precision} | {rows} | {ours * 1e3:.2f} | {theirs * 1e3:.2f} | {ours / theirs:.2f}× |")
     print("reproduce: python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]))
     return 0
 
