@@ -17,11 +17,11 @@ of the pairs run back to back, printed with the lowest and highest of them. BLEU
 `seqlab eval` computes it. The goal (issue 14): seqlab's time within 1.5× of CTranslate2's at equal BLEU
 (±0.3).
 
-With `--per-step`, it also times one greedy step of each engine, at each precision asked for, at a full
-batch (64), 8 and 1 live rows (the first rows of the middle batch by source length): every row decodes a forced number of steps
-(CTranslate2: min = max decoding length; seqlab: `model.step` fed its own argmax, no row stopping), and a step's
-time is the difference between 31 and 11 forced steps, over 20, each the median of `--repeats` samples taken in
-turn; encoding cancels out.
+With `--per-step`, it also times one greedy step of each engine, at each precision asked for, at a full batch
+(64), 8 and 1 live rows (the first rows of the middle batch by source length): every row decodes a forced
+number of steps (CTranslate2: min = max decoding length; seqlab: `model.step` fed its own argmax, no row
+stopping), and a step's time is the difference between 31 and 11 forced steps, over 20, each the median of
+`--repeats` samples taken in turn; encoding cancels out.
 
     python benchmarks/ctranslate2_decode.py /work/runs/t_ref --threads 1 --repeats 3 [--per-step]
 """
